@@ -1,0 +1,317 @@
+"""evaluate.py — linear and kNN probes of pretrained encoders (the paper's Tables 1-2 protocol, scaled down).
+
+Every encoder is frozen; its features on the real train split fit the probes, which are scored on the real
+test split. Two probes:
+  * linear: multinomial logistic regression on standardised features, trained to convergence with full-batch
+    L-BFGS; the weight decay is picked on a validation split carved from the training set, then the probe is
+    refit on the whole training set (the usual "linear evaluation" of SimCLR / Kornblith et al. 2019);
+  * kNN: cosine similarity, k = 20 neighbours, votes weighted by exp(sim / 0.07) (Wu et al. 2018).
+Reference rows are always included: raw pixels and a randomly initialised encoder of the same architecture.
+
+    python evaluate.py                           # reference rows only: how hard is the dataset from pixels?
+    python evaluate.py runs/*                    # one table row per pretraining method (mean ± std over seeds)
+    python evaluate.py runs/* --data ../shared/data/cifar10
+"""
+import dataclasses, json, os, sys, time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from generator import CACHE, load_split, make_encoder, parse_config, pick_device, to_float
+
+
+@dataclass
+class Config:
+    data: str = ""  # "embedded", "cifar10" or an ImageFolder path with train/ and test/; "" = the first run's data
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    threads: int = 0  # torch CPU threads; 0 = torch's default (all cores). 1 is much faster on a busy machine
+    out: str = ""  # bar chart PNG; "" = <folder of the first run>/probe_<data>.png (runs/probe_<data>.png)
+    batch_size: int = 256  # images per forward pass during feature extraction
+    k: int = 20  # kNN neighbours (Wu et al. 2018 / solo-learn)
+    temperature: float = 0.07  # kNN vote weight exp(sim / T) (Wu et al. 2018 / solo-learn)
+    val_frac: float = 0.1  # fraction of the training set held out to choose the linear probe's weight decay
+    max_iter: int = 300  # most L-BFGS iterations per linear-probe fit (most fits converge before)
+    seed: int = 0  # seed of the validation split and of the random-init reference encoder
+    recompute: bool = False  # ignore cached probe_<data>.json results
+
+
+WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)  # L2 grid for the linear probe, strongest first (warm starts)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading encoders and extracting features
+# ----------------------------------------------------------------------------------------------------
+def load_encoder(path, device="cpu"):
+    """runs/<name>/encoder.pt (or the run folder) -> (encoder in eval mode, checkpoint dict without state_dict)."""
+    path = Path(path)
+    path = path / "encoder.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder checkpoint {path} not found (pretrain one with `python pretrain.py`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated / not a torch file / unsafe pickle
+        raise ValueError(f"encoder checkpoint {path} is corrupt or not a torch file: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "encoder":
+        raise ValueError(f"{path} is not an encoder checkpoint (no kind='encoder' entry)")
+    missing = [key for key in ("encoder", "width", "state_dict", "config") if key not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict):
+        raise ValueError(f"encoder checkpoint {path} lacks {missing or ['a config dict']}")
+    try:
+        encoder = make_encoder(ckpt["encoder"], ckpt["width"])
+        encoder.load_state_dict(ckpt["state_dict"])
+    except (ValueError, RuntimeError) as e:
+        first = str(e).replace("\n", " ")[:300]
+        raise ValueError(f"encoder checkpoint {path} does not match make_encoder"
+                         f"({ckpt['encoder']!r}, {ckpt['width']}): {first}") from None
+    meta = {key: value for key, value in ckpt.items() if key != "state_dict"}
+    return encoder.to(device).eval().requires_grad_(False), meta
+
+
+def random_encoder(name: str = "cnn", width: int = 32, seed: int = 0):
+    """Reference: a randomly initialised encoder (fixed seed; the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_encoder(name, width).eval().requires_grad_(False)
+
+
+def extract_features(encoder, x_uint8, device="cpu", batch_size=256) -> torch.Tensor:
+    """Frozen features of uint8 images (N, 3, 32, 32) -> float (N, D) on the CPU; encoder None = raw pixels."""
+    if encoder is None:
+        return to_float(x_uint8).flatten(1)  # (N, 3072)
+    was_training = encoder.training
+    with torch.inference_mode():
+        encoder.eval()  # BatchNorm uses its running statistics
+        chunks = [encoder(to_float(x_uint8[i:i + batch_size].to(device))).float().cpu()
+                  for i in range(0, len(x_uint8), batch_size)]
+    encoder.train(was_training)  # pretrain.py may probe mid-training
+    return torch.cat(chunks)  # (N, D), a normal tensor (cat outside inference mode): safe to use with autograd
+
+
+# ----------------------------------------------------------------------------------------------------
+# The probes
+# ----------------------------------------------------------------------------------------------------
+def _fit_logreg(f, y, num_classes, weight_decay, init=None, max_iter=300):
+    """min_W,b  mean CE(W f + b, y) + wd/2 ||W||^2  by full-batch L-BFGS (deterministic) -> (W (C, D), b (C,)).
+
+    Loss and gradient are written out by hand in a (C, N) layout: several times faster on a CPU than autograd."""
+    fT, n = f.T.contiguous(), len(y)  # (D, N)
+    flat_y = y * n + torch.arange(n, device=f.device)  # (N,) index of (y_i, i) in a flattened (C, N) matrix
+    W, b = (torch.zeros(num_classes, f.shape[1], device=f.device), torch.zeros(num_classes, device=f.device)) \
+        if init is None else (init[0].clone(), init[1].clone())
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-5,
+                            tolerance_change=1e-8, line_search_fn="strong_wolfe")
+
+    def closure():
+        logp = (W @ fT + b[:, None]).log_softmax(0)  # (C, N)
+        loss = -logp.view(-1)[flat_y].mean() + 0.5 * weight_decay * W.square().sum()
+        grad = logp.exp_()  # softmax (C, N); d loss / d logits = (softmax - onehot) / N
+        grad.view(-1)[flat_y] -= 1
+        grad /= n
+        W.grad, b.grad = grad @ f + weight_decay * W, grad.sum(1)  # (C, D), (C,)
+        return loss
+
+    opt.step(closure)
+    return W, b
+
+
+def _accuracy(f, y, Wb) -> float:
+    return (f @ Wb[0].T + Wb[1]).argmax(1).eq(y).float().mean().item() if len(y) else float("nan")
+
+
+def linear_probe_features(f_train, y_train, f_test, y_test, weight_decays=WEIGHT_DECAYS, val_frac=0.1,
+                          max_iter=300, seed=0, device="cpu") -> dict:
+    """Linear probe on fixed features -> dict(test_acc, val_acc, weight_decay). Test labels are used only to score.
+
+    Standardise with train statistics; for each weight decay (strongest first, warm-started) fit on 90 % of the
+    training set and score the held-out 10 %; refit on the whole training set with the best decay; score test."""
+    f_train, y_train = f_train.to(device, torch.float32), y_train.to(device)
+    mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)  # (D,) from the training set only
+    f_train, f_test = (f_train - mean) / std, (f_test.to(device, torch.float32) - mean) / std
+    num_classes = int(y_train.max()) + 1
+    perm = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed)).to(device)
+    n_val = max(1, int(len(y_train) * val_frac))
+    (f_val, y_val), (f_fit, y_fit) = [(f_train[i], y_train[i]) for i in (perm[:n_val], perm[n_val:])]
+    best, Wb = None, None
+    for wd in weight_decays:
+        Wb = _fit_logreg(f_fit, y_fit, num_classes, wd, Wb, max_iter)
+        acc = _accuracy(f_val, y_val, Wb)
+        if best is None or acc > best[0]:  # ties keep the stronger decay
+            best = (acc, wd, Wb)
+    val_acc, wd, Wb = best
+    Wb = _fit_logreg(f_train, y_train, num_classes, wd, Wb, max_iter)  # refit on all training images
+    return {"test_acc": _accuracy(f_test, y_test.to(device), Wb), "val_acc": val_acc, "weight_decay": wd}
+
+
+def linear_probe(encoder, train_set, test_set, device="cpu", batch_size=256, **kw) -> float:
+    """Test top-1 accuracy of a linear probe on the frozen encoder; sets are (uint8 images, labels) pairs."""
+    f_train, f_test = (extract_features(encoder, x, device, batch_size) for x in (train_set[0], test_set[0]))
+    return linear_probe_features(f_train, train_set[1], f_test, test_set[1], device=device, **kw)["test_acc"]
+
+
+def knn_probe(f_train, y_train, f_test, y_test, k=20, temperature=0.07, device="cpu", chunk_elems=2 ** 24) -> float:
+    """Weighted kNN top-1 accuracy (Wu et al. 2018 (InstDisc) / solo-learn, k=20, T=0.07): cosine similarity,
+    each of the k nearest training points votes for its label with weight exp(sim / T)."""
+    f_train = F.normalize(f_train.to(device, torch.float32), dim=1)  # (N, D)
+    y_train, y_test = y_train.to(device), y_test.to(device)
+    num_classes, k = int(max(y_train.max(), y_test.max())) + 1, min(k, len(y_train))
+    chunk, correct = max(1, chunk_elems // len(f_train)), 0  # bounds the (chunk, N) similarity matrix
+    for i in range(0, len(f_test), chunk):
+        q = F.normalize(f_test[i:i + chunk].to(device, torch.float32), dim=1)  # (b, D)
+        sim, idx = (q @ f_train.T).topk(k, dim=1)  # (b, k)
+        votes = torch.zeros(len(q), num_classes, device=device)
+        votes.scatter_add_(1, y_train[idx], (sim / temperature).exp())  # (b, C)
+        correct += votes.argmax(1).eq(y_test[i:i + chunk]).sum().item()
+    return correct / len(f_test)
+
+
+def probe(encoder, data_splits, cfg: Config, device) -> dict:
+    """Both probes for one encoder (None = raw pixels) -> dict(linear_top1, knn_top1, weight_decay, probe_s)."""
+    (x_tr, y_tr), (x_te, y_te) = data_splits
+    t0 = time.time()
+    f_tr, f_te = (extract_features(encoder, x, device, cfg.batch_size) for x in (x_tr, x_te))  # (N, D)
+    t1 = time.time()
+    lin = linear_probe_features(f_tr, y_tr, f_te, y_te, val_frac=cfg.val_frac, max_iter=cfg.max_iter,
+                                seed=cfg.seed, device=device)
+    t2 = time.time()
+    knn = knn_probe(f_tr, y_tr, f_te, y_te, cfg.k, cfg.temperature, device)
+    print(f"  extract {t1 - t0:.1f} s | linear {t2 - t1:.1f} s | kNN {time.time() - t2:.1f} s", file=sys.stderr)
+    return {"linear_top1": lin["test_acc"], "linear_val_top1": lin["val_acc"], "weight_decay": lin["weight_decay"],
+            "knn_top1": knn, "probe_s": time.time() - t0}
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI: probe every run (cached), group by method, print a Markdown table and draw a bar chart
+# ----------------------------------------------------------------------------------------------------
+def load_data(data: str):
+    """-> ((x_train, y_train), (x_test, y_test)), checking the folder layout and class lists first."""
+    if data not in ("embedded", "cifar10"):
+        root = Path(data)
+        if not ((root / "train").is_dir() and (root / "test").is_dir()):
+            raise FileNotFoundError(f"data folder {root} needs train/ and test/ sub-folders of class folders")
+        classes = [sorted(d.name for d in (root / s).iterdir() if d.is_dir()) for s in ("train", "test")]
+        if classes[0] != classes[1]:  # the same check ImageFolder's labels need; done before decoding images
+            raise ValueError(f"class folders differ between {root / 'train'} {classes[0]} and {root / 'test'} {classes[1]}")
+    (x_tr, y_tr, c_tr), (x_te, y_te, c_te) = load_split(data, "train"), load_split(data, "test")
+    if c_tr != c_te:
+        raise ValueError(f"train and test class lists differ for {data}: {c_tr} vs {c_te}")
+    return (x_tr, y_tr), (x_te, y_te)
+
+
+def cached_probe(cache: Path, key: dict, compute, recompute=False) -> dict:
+    """Reuse `cache` when it was written with the same key (data, probe settings, checkpoint time), else compute."""
+    if cache.is_file() and not recompute:
+        try:
+            result = json.loads(cache.read_text())
+            if result.get("key") == key:
+                return result
+        except (json.JSONDecodeError, AttributeError):
+            pass  # a damaged cache is simply recomputed
+    result = {"key": key, **compute()}
+    tmp = cache.with_name(cache.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, cache)  # atomic: never a half-written cache
+    return result
+
+
+def mean_std(values) -> str:
+    v = torch.tensor(values, dtype=torch.float64) * 100
+    return f"{v.mean():.1f}" if len(v) == 1 else f"{v.mean():.1f} ± {v.std():.1f}"  # sample std (n - 1)
+
+
+def bar_chart(rows, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt, numpy as np
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows) + 2), 3.6))
+    xs = np.arange(len(rows))
+    for j, (probe_name, key) in enumerate([("linear", "linear"), ("kNN", "knn")]):
+        vals = [100 * np.array(r[key]) for r in rows]
+        ax.bar(xs + (j - 0.5) * 0.38, [v.mean() for v in vals], 0.38, label=probe_name,
+               yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in vals], capsize=3)
+    ax.set_xticks(xs, [r["method"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("test top-1 (%)"), ax.set_title(title), ax.legend(), ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def parse_args(argv=None):
+    """Positional words are run folders; the --flags go to generator.parse_config."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    takes_value = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(Config) if f.type is not bool}
+    runs, flags, i = [], [], 0
+    while i < len(argv):
+        n = 2 if argv[i] in takes_value else 1
+        (flags if argv[i].startswith("-") else runs).extend(argv[i:i + n])
+        i += n
+    return parse_config(Config, flags), runs
+
+
+def main(argv=None) -> None:
+    cfg, run_args = parse_args(argv)
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        runs = []  # (checkpoint path, meta): every checkpoint is checked before any probing
+        for arg in run_args:
+            p = Path(arg)
+            if p.is_file() and p.suffix != ".pt":  # e.g. runs/probe_embedded.png caught by `runs/*`
+                print(f"skipping {p} (not a run folder)", file=sys.stderr)
+                continue
+            path = p / "encoder.pt" if p.is_dir() or not p.exists() else p
+            runs.append((path, load_encoder(path)[1]))
+        data = cfg.data or (runs[0][1]["config"].get("data", "embedded") if runs else "embedded")
+        splits = load_data(data)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
+    tag = data if data in ("embedded", "cifar10") else Path(data).resolve().name
+    data_id = data if data in ("embedded", "cifar10") else str(Path(data).resolve())
+    settings = {"data": data_id, "n_train": len(splits[0][1]), "n_test": len(splits[1][1]),
+                **{f: getattr(cfg, f) for f in ("k", "temperature", "val_frac", "max_iter", "seed")}}
+    print(f"data {data} ({settings['n_train']} train / {settings['n_test']} test) | device {device}", file=sys.stderr)
+
+    groups = {}  # method -> list of results, in the order the runs were given
+    for path, meta in runs:
+        print(f"{path}:", file=sys.stderr)
+        key = {**settings, "checkpoint_mtime_ns": path.stat().st_mtime_ns}
+        res = cached_probe(path.parent / f"probe_{tag}.json", key,
+                           lambda: probe(load_encoder(path, device)[0], splits, cfg, device), cfg.recompute)
+        groups.setdefault(meta["config"].get("method", "?"), []).append(
+            {**res, "seed": meta["config"].get("seed"), "wall_time_s": meta.get("wall_time_s"),
+             "finished": meta.get("finished", True)})
+    archs = sorted({(m["encoder"], m["width"]) for _, m in runs}) or [("cnn", 32)]
+    references = [("raw pixels", None, ())] + [(f"random-init {name}-{w}", random_encoder, (name, w, cfg.seed))
+                                                for name, w in archs]
+    for label, make, args in references:
+        print(f"{label}:", file=sys.stderr)
+        cache = CACHE / f"probe_{tag}_{label.replace(' ', '_')}.json"
+        res = cached_probe(cache, settings, lambda: probe(make(*args).to(device) if make else None, splits, cfg, device),
+                           cfg.recompute)
+        groups[label] = [{**res, "seed": cfg.seed, "wall_time_s": None, "finished": True}]
+
+    print(f"\n**{data}**: test top-1 (%), mean ± std over seeds\n")
+    print("| method | seeds | linear top-1 | kNN top-1 | pretraining time |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for method, results in groups.items():
+        times = [r["wall_time_s"] for r in results if r["wall_time_s"] is not None]
+        t = sum(times) / len(times) if times else None
+        t_str = "–" if t is None else f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"
+        name = method + (" (unfinished)" if not all(r["finished"] for r in results) else "")
+        print(f"| {name} | {len(results)} | {mean_std([r['linear_top1'] for r in results])} "
+              f"| {mean_std([r['knn_top1'] for r in results])} | {t_str} |")
+        rows.append({"method": method, "linear": [r["linear_top1"] for r in results],
+                     "knn": [r["knn_top1"] for r in results]})
+    out = Path(cfg.out) if cfg.out else (runs[0][0].parent.parent if runs else Path("runs")) / f"probe_{tag}.png"
+    bar_chart(rows, out, f"probes on {tag} ({settings['n_test']} test images)")
+    print(f"\nwrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+import math
+
+import pytest
+import torch
+
+import generator as gen
+
+
+def test_embedded_is_deterministic_balanced_and_shaped():
+    x1, y1 = gen.make_embedded(200, seed=5)
+    x2, y2 = gen.make_embedded(200, seed=5)
+    x3, _ = gen.make_embedded(200, seed=6)
+    assert x1.shape == (200, 3, 32, 32) and x1.dtype == torch.uint8 and y1.shape == (200,)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(x1, x3)
+    assert torch.equal(torch.bincount(y1, minlength=10), torch.full((10,), 20))
+
+
+def test_embedded_has_nuisance_variation():
+    # Same class, different images: position, colour and texture vary (no two images alike).
+    x, y = gen.make_embedded(100, seed=0)
+    same = x[y == 3].float()
+    assert (same[1:] - same[:-1]).abs().mean() > 20  # mean |difference| in 0..255 pixel units
+    assert x.float().std() > 40
+
+
+def test_generator_output_shape_and_range(tiny_G):
+    z, y = torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])
+    out = tiny_G(z, y)
+    assert out.shape == (5, 3, 32, 32)
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_generator_is_batch_independent_in_eval_mode(tiny_G):
+    z, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert torch.allclose(tiny_G(z, y)[:2], tiny_G(z[:2], y[:2]), atol=1e-6)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_G, tmp_path):
+    path = tmp_path / "g.pt"
+    gen.save_generator(tiny_G, path, {"note": "test"}, ["a", "b", "c"])
+    G2 = gen.load_generator(path)
+    z, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 1])
+    assert torch.equal(tiny_G(z, y), G2(z, y))
+    assert (G2.latent_dim, G2.num_classes, G2.image_size) == (8, 3, 32)
+    assert not G2.training and G2.classes == ["a", "b", "c"]
+
+
+def test_bad_checkpoints_raise_clear_errors(tiny_G, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        gen.load_generator(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        gen.load_generator(junk)
+    good = tmp_path / "g.pt"
+    gen.save_generator(tiny_G, good, {}, ["a", "b", "c"])
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt"):
+        gen.load_generator(truncated)
+    other = tmp_path / "other.pt"
+    torch.save({"kind": "encoder"}, other)
+    with pytest.raises(ValueError, match="not a generator"):
+        gen.load_generator(other)
+    mismatched = tmp_path / "mismatched.pt"
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["width"] = 8  # the state dict was saved for width 4
+    torch.save(ckpt, mismatched)
+    with pytest.raises(ValueError, match="does not match"):
+        gen.load_generator(mismatched)
+
+
+def test_a_few_training_steps_stay_finite_and_move_the_weights():
+    torch.manual_seed(0)
+    G, D = gen.Generator(8, 10, 4), gen.Discriminator(10, 4)
+    before = [p.clone() for p in G.parameters()]
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), 2e-4), torch.optim.Adam(D.parameters(), 2e-4)
+    x, y = gen.make_embedded(40, seed=0)
+    for _ in range(3):
+        fake = G(torch.randn(40, 8), y)
+        loss_d = gen.d_loss(D, gen.to_float(x), fake.detach(), y, 0.2)
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = gen.g_loss(D, fake, y, 0.2)
+        opt_g.zero_grad()
+        loss_g.backward(inputs=list(G.parameters()))
+        opt_g.step()
+        assert math.isfinite(loss_d.item()) and math.isfinite(loss_g.item())
+    assert any(not torch.equal(a, b) for a, b in zip(before, G.parameters()))
+
+
+def test_shipped_generators_load_and_sample():
+    for path, classes in [("checkpoints/embedded_gan.pt", 10), ("checkpoints/cifar10_gan.pt", 10)]:
+        G = gen.load_generator(gen.ROOT / path)
+        out = G(torch.randn(4, G.latent_dim), torch.arange(4))
+        assert out.shape == (4, 3, 32, 32) and G.num_classes == classes
+        assert torch.isfinite(out).all()
+
+
+def test_encoders_map_images_to_features():
+    x = torch.randn(2, 3, 32, 32)
+    cnn = gen.make_encoder("cnn", 8)
+    assert cnn(x).shape == (2, cnn.feature_dim) == (2, 64)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        gen.make_encoder("vit")
+
+
+def test_image_folder_loading(tmp_path, monkeypatch):
+    from PIL import Image
+    monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
+    for split in ("train", "test"):
+        for c, colour in [("cat", (255, 0, 0)), ("dog", (0, 0, 255))]:
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 40), colour).save(tmp_path / split / c / f"{i}.png")
+    x, y, classes = gen.load_split(str(tmp_path), "train")
+    assert x.shape == (6, 3, 32, 32) and classes == ["cat", "dog"] and y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert x[0, 0].float().mean() > 250 and x[-1, 2].float().mean() > 250  # red cat, blue dog
+    with pytest.raises(FileNotFoundError):
+        gen.load_split(str(tmp_path / "nowhere"), "train")

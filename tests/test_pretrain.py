@@ -1,0 +1,112 @@
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+import pretrain
+from generator import ROOT, save_generator
+
+SHIPPED = str(ROOT / "checkpoints" / "embedded_gan.pt")
+
+
+def test_info_nce_matches_reference_formula():
+    torch.manual_seed(0)
+    a, b, tau = torch.randn(5, 7), torch.randn(5, 7), 0.3
+    na = [v / v.norm() for v in a]
+    nb = [v / v.norm() for v in b]
+    terms = []
+    for i in range(5):  # a_i against all b_j, and b_i against all a_j; the positive is j == i
+        for x, ys in ((na[i], nb), (nb[i], na)):
+            logits = [float(x @ y) / tau for y in ys]
+            terms.append(-logits[i] + math.log(sum(math.exp(l) for l in logits)))
+    assert pretrain.info_nce(a, b, tau).item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    assert pretrain.info_nce(a, a, 0.05) < pretrain.info_nce(a, b, 0.05)  # aligned pairs: lower loss
+
+
+def test_augment_keeps_shape_and_range_and_differs_per_sample():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 32, 32) * 2 - 1
+    out = pretrain.augment(x.clone())
+    assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
+    same = pretrain.augment(x[:1].repeat(8, 1, 1, 1))
+    assert (same[0] - same[1:]).abs().amax((1, 2, 3)).min() > 0  # per-sample randomness
+
+
+class LabelPainter(nn.Module):
+    """A stand-in generator that paints the class label into every pixel: frames of different episodes differ."""
+    latent_dim, num_classes, image_size = 4, 10, 32
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, z, y):
+        return (y.float() / 10 - 0.5).view(-1, 1, 1, 1).expand(-1, 3, 32, 32) + 0 * z[:, :1, None, None]
+
+
+def test_pairs_never_cross_an_episode_reset(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pretrain, "load_generator", lambda path, device: LabelPainter())
+    cfg = pretrain.Config(method="random", name="t", horizon=2, num_envs=32, batch_size=512, probe=False)
+    run = pretrain.Run(cfg)
+    for _ in range(10):  # 10 steps of 32 envs with horizon 2: 160 resets
+        run.explore(torch.rand(32, 4) * 2 - 1)
+    batch = run.buffer.sample(512)
+    assert torch.equal(batch["obs"][:, 0, 0, 0], batch["next_obs"][:, 0, 0, 0])  # painted label: same episode
+    assert batch["obs"][:, 0, 0, 0].unique().numel() > 3  # and the check is not vacuous
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "pretrain.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_end_to_end_smoke_run_writes_outputs_and_beats_chance(tmp_path):
+    r = run_cli("--updates", "40", "--batch-size", "64", "--num-envs", "16", "--generator", SHIPPED,
+                "--checkpoint-every", "20", "--probe-images", "5000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "runs" / "palmup_s0"
+    for f in ("encoder.pt", "metrics.csv", "curves.png", "filmstrip_start.png", "filmstrip_end.png", "result.json"):
+        assert (out / f).exists(), f
+    assert not (out / "ckpt.pt").exists()
+    result = json.loads((out / "result.json").read_text())
+    assert result["linear_probe"] > 0.2  # 10 classes: chance is 0.1
+    ckpt = torch.load(out / "encoder.pt", weights_only=True)
+    assert ckpt["config"]["seed"] == 0 and ckpt["finished"]
+    again = run_cli("--updates", "40", "--generator", SHIPPED, cwd=tmp_path)  # finished: not redone silently
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--method", "genrep", "--updates", "12", "--batch-size", "16", "--checkpoint-every", "5",
+            "--generator", SHIPPED, "--no-probe", "--name", "r"]
+    real_update = pretrain.Run.update
+
+    def crash_at_8(self):
+        if self.step == 8:
+            raise KeyboardInterrupt
+        return real_update(self)
+    monkeypatch.setattr(pretrain.Run, "update", crash_at_8)
+    with pytest.raises(SystemExit):
+        pretrain.main(args)
+    assert torch.load(tmp_path / "runs/r/ckpt.pt", weights_only=True)["step"] == 5
+    monkeypatch.setattr(pretrain.Run, "update", real_update)
+    result = pretrain.main(args)
+    assert result["updates"] == 12 and not (tmp_path / "runs/r/ckpt.pt").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "magic"], "--method must be one of"),
+    (["--temperature", "0"], "temperature > 0"),
+    (["--generator", "nowhere.pt", "--no-probe"], "not found"),
+])
+def test_bad_flags_give_one_clear_error(tmp_path, args, message):
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith("error:") and message in r.stderr
+    assert "Traceback" not in r.stderr

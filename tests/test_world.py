@@ -1,0 +1,113 @@
+import math
+
+import pytest
+import torch
+
+from world import LatentWorld, latent_step, persistence, rollout
+
+
+def make_world(G, **kw):
+    args = dict(num_envs=4, horizon=3, mix=0.5, ema=0.8, seed=0) | kw
+    return LatentWorld(G, **args)
+
+
+def test_same_seed_same_trajectory(tiny_G):
+    a = rollout(make_world(tiny_G), 7, seed=1)
+    b = rollout(make_world(tiny_G), 7, seed=1)
+    c = rollout(make_world(tiny_G, seed=1), 7, seed=1)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not torch.equal(a[2], c[2])
+
+
+def test_labels_constant_within_episode_and_resampled_after_done(tiny_G):
+    world = make_world(tiny_G, num_envs=64, horizon=3)
+    world.reset()
+    labels, dones, ts = [world.y.clone()], [], []
+    for _ in range(9):
+        _, info = world.step(torch.zeros(64, 8))
+        labels.append(info["y"]), dones.append(info["done"]), ts.append(info["t"])
+    # steps 1..3 form episode 1, 4..6 episode 2, ... : t counts 1, 2, 3 and done is True exactly at t == 3
+    assert all(torch.equal(t, torch.full((64,), k % 3 + 1)) for k, t in enumerate(ts))
+    assert all(d.all() == (k % 3 == 2) and d.any() == (k % 3 == 2) for k, d in enumerate(dones))
+    for e in range(3):
+        ep = torch.stack(labels[1 + 3 * e: 4 + 3 * e])  # (3, 64)
+        assert (ep == ep[0]).all()
+    assert (labels[3] != labels[4]).any()  # 64 envs, 3 classes: some label changes at the reset
+    assert world.t.eq(0).all()  # after the done step the envs are already reset
+
+
+def test_next_obs_is_the_true_successor_even_on_reset(tiny_G):
+    world = make_world(tiny_G, horizon=2)
+    obs = world.reset()
+    for k in range(4):
+        new_obs, info = world.step(torch.zeros(4, 8))
+        expected = tiny_G(info["z"], info["y"])  # the frame the action led to
+        assert torch.allclose(info["next_obs"], expected)
+        if info["done"].all():
+            assert torch.allclose(new_obs, tiny_G(world.z, world.y))  # already the next episode's first frame
+            assert not torch.allclose(new_obs, info["next_obs"])
+        obs = new_obs
+
+
+def test_latent_step_matches_plain_reference():
+    torch.manual_seed(0)
+    z, a, e = torch.randn(3, 5), torch.rand(3, 5) * 2 - 1, torch.randn(3, 5)
+    for kind in ("vp", "plain"):
+        out = latent_step(z, a, e, mix=0.3, ema=0.7, action_scale=1.5, ema_kind=kind)
+        for i in range(3):
+            for j in range(5):
+                m = 0.3 * 1.5 * a[i, j].item() + math.sqrt(1 - 0.09) * e[i, j].item()
+                gain = math.sqrt(1 - 0.49) if kind == "vp" else 0.3
+                assert out[i, j].item() == pytest.approx(0.7 * z[i, j].item() + gain * m, abs=1e-5)
+
+
+def test_world_applies_the_recursion_step_by_step(tiny_G, monkeypatch):
+    world = make_world(tiny_G, horizon=100)
+    world.reset()
+    noises = []
+    draw = world._noise
+    monkeypatch.setattr(world, "_noise", lambda n: noises.append(draw(n)) or noises[-1])
+    z = world.z.clone()
+    for _ in range(5):
+        a = torch.rand(4, 8) * 2 - 1
+        _, info = world.step(a)
+        z = 0.8 * z + 0.6 * (0.5 * math.sqrt(3) * a + math.sqrt(0.75) * noises[-1])
+        assert torch.allclose(info["z"], z, atol=1e-5)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.8, 0.95])
+def test_stationary_variance_under_random_actions(tiny_G, ema):
+    world = make_world(tiny_G, num_envs=256, horizon=1000, ema=ema)
+    _, _, z = rollout(world, 60, seed=0)
+    var = z[20:].var().item()  # after a burn-in; every step is N(0, I) already, so this is the whole path
+    assert 0.8 <= var <= 1.2, var
+
+
+def test_plain_ema_shrinks_the_latents(tiny_G):
+    world = make_world(tiny_G, num_envs=256, horizon=1000, ema=0.8, ema_kind="plain")
+    _, _, z = rollout(world, 60, seed=0)
+    assert z[40:].var().item() < 0.2  # (1 - rho) / (1 + rho) = 0.11
+
+
+def test_bad_inputs_raise(tiny_G):
+    world = make_world(tiny_G)
+    world.reset()
+    with pytest.raises(ValueError, match="shape"):
+        world.step(torch.zeros(4, 7))
+    with pytest.raises(ValueError, match="shape"):
+        world.step(torch.zeros(8))  # no silent broadcasting
+    with pytest.raises(ValueError, match="NaN"):
+        world.step(torch.full((4, 8), float("nan")))
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        world.step(torch.full((4, 8), 2.0))
+    for bad in [dict(ema=1.0), dict(ema=-0.1), dict(mix=1.5), dict(horizon=0), dict(num_envs=0),
+                dict(action_scale=0.0), dict(ema_kind="fancy")]:
+        with pytest.raises(ValueError, match="LatentWorld needs"):
+            make_world(tiny_G, **bad)
+
+
+def test_persistence_consecutive_frames_are_closer_than_random_same_class(tiny_G):
+    world = make_world(tiny_G, num_envs=32, horizon=8, ema=0.9)
+    frames, labels, _ = rollout(world, 32, seed=0)
+    consecutive, same_class = persistence(frames, labels, 8)
+    assert consecutive > same_class

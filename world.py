@@ -1,0 +1,196 @@
+"""world.py — Fig. 1B: the generator's latent space as a world with temporally persistent dynamics.
+
+N environments run in lock-step on one batched generator call. Episode e of env i:
+    y ~ Uniform{0..K-1}                 class "prompt", sampled at the start of the episode, held for all of it
+    z_0 ~ N(0, I)                       the generator's own prior
+    for t = 0 .. H-1:
+        eps_t ~ N(0, I)                                     a freshly sampled random latent
+        m_t   = w * s * a_t + sqrt(1 - w^2) * eps_t         mix the action a_t in [-1, 1]^d with the noise
+        z_t+1 = rho * z_t + sqrt(1 - rho^2) * m_t           exponential moving average ("vp", the default)
+        o_t+1 = G(z_t+1, y)                                 decode with the pretrained generator
+    after H steps the env resets itself: new y, new z_0.
+Coefficients — the paper names the mixing and the moving average but gives no values; ours are named in
+WorldConfig and were chosen by measurement (README, "world"):
+    w   `mix`           weight of the action against the noise (0 = pure noise, 1 = pure action)
+    rho `ema`           persistence: 0 = i.i.d. latents every step, -> 1 = frozen latent
+    s   `action_scale`  sqrt(3): a uniform action on [-1, 1] has variance 1/3, so s * a has variance 1
+    H   `horizon`       steps per episode
+Why "vp" (variance-preserving): with uniform random actions Var(m_t) = w^2 s^2 / 3 + 1 - w^2 = 1, and the
+sqrt(1 - rho^2) gain keeps z_t ~ N(0, I) at every step — the latents stay where the generator was trained.
+The textbook EMA ("plain": z_t+1 = rho z_t + (1 - rho) m_t) shrinks the stationary variance to
+(1 - rho) / (1 + rho) (0.11 for rho = 0.8): z collapses toward 0, and G then draws the blurry, low-contrast
+"average image" of the class, the same for every episode. It is kept as an option to see that.
+
+    python world.py            # random-policy rollout with the shipped generator -> filmstrip PNG + GIF
+"""
+import math, sys, time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from generator import load_generator, parse_config, pick_device
+
+
+@dataclass
+class WorldConfig:
+    generator: str = "checkpoints/embedded_gan.pt"  # generator checkpoint (generator.py)
+    num_envs: int = 8  # environments stepped together (rows of the filmstrip)
+    horizon: int = 16  # steps per episode, then auto-reset (paper leaves it open)
+    mix: float = 0.5  # w: weight of the action against fresh noise in [0, 1] (paper leaves it open)
+    ema: float = 0.8  # rho: EMA persistence in [0, 1) (paper leaves it open)
+    action_scale: float = math.sqrt(3)  # s: makes uniform actions unit-variance
+    ema_kind: str = "vp"  # "vp" (variance-preserving, default) or "plain" (shrinks z: washed-out images)
+    steps: int = 32  # demo: steps of the random-policy rollout
+    seed: int = 0  # seeds the world's own random stream (labels, resets, noise)
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    out: str = "runs/world"  # demo: folder for filmstrip.png and rollout.gif
+
+
+def latent_step(z, action, eps, mix: float, ema: float, action_scale: float, ema_kind: str = "vp"):
+    """One latent transition (module docstring): z (N, d), action (N, d), eps (N, d) -> z_next (N, d)."""
+    m = mix * action_scale * action + math.sqrt(1 - mix ** 2) * eps  # (N, d)
+    gain = math.sqrt(1 - ema ** 2) if ema_kind == "vp" else 1 - ema
+    return ema * z + gain * m
+
+
+class LatentWorld:
+    """Vectorised world. reset() -> obs (N, 3, 32, 32) in [-1, 1]; step(action (N, d) in [-1, 1]) -> (obs, info).
+
+    No extrinsic reward: the agent computes its own. info (all tensors of the step just taken):
+        next_obs (N, 3, 32, 32)  the frame the action led to: equals obs, except where done, where obs is
+                                 already the first frame of the next episode (store (obs, a, next_obs) pairs!)
+        z (N, d), y (N,), t (N,) the latent, label and time index (1..H) of next_obs
+        done (N,)                True on the step that ends an episode (t == H)
+    """
+
+    def __init__(self, G, num_envs: int = 8, horizon: int = 16, mix: float = 0.5, ema: float = 0.8,
+                 action_scale: float = math.sqrt(3), ema_kind: str = "vp", seed: int = 0):
+        checks = {"num_envs >= 1": num_envs >= 1, "horizon >= 1": horizon >= 1, "0 <= mix <= 1": 0 <= mix <= 1,
+                  "0 <= ema < 1": 0 <= ema < 1, "action_scale > 0": action_scale > 0,
+                  "ema_kind in ('vp', 'plain')": ema_kind in ("vp", "plain")}
+        for rule, ok in checks.items():
+            if not ok:
+                raise ValueError(f"LatentWorld needs {rule} (got num_envs={num_envs}, horizon={horizon}, mix={mix}, "
+                                 f"ema={ema}, action_scale={action_scale}, ema_kind={ema_kind!r})")
+        self.G, self.num_envs, self.horizon = G, num_envs, horizon
+        self.mix, self.ema, self.action_scale, self.ema_kind = mix, ema, action_scale, ema_kind
+        self.latent_dim, self.num_classes = G.latent_dim, G.num_classes
+        self.device = next(G.parameters()).device
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)  # the world's only random stream
+        self.z = torch.zeros(num_envs, self.latent_dim, device=self.device)  # (N, d)
+        self.y = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # (N,)
+        self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # (N,)
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, generator=self.rng, device=self.device)  # (n, d)
+
+    def _new_episodes(self, idx: torch.Tensor) -> None:
+        """Start fresh episodes in envs idx: a new class prompt and z_0 ~ N(0, I)."""
+        self.y[idx] = torch.randint(self.num_classes, (len(idx),), generator=self.rng, device=self.device)
+        self.z[idx] = self._noise(len(idx))
+        self.t[idx] = 0
+
+    @torch.inference_mode()
+    def reset(self) -> torch.Tensor:
+        self._new_episodes(torch.arange(self.num_envs, device=self.device))
+        return self.G(self.z, self.y)  # (N, 3, 32, 32)
+
+    @torch.inference_mode()
+    def step(self, action: torch.Tensor):
+        if action.shape != (self.num_envs, self.latent_dim):
+            raise ValueError(f"action must have shape {(self.num_envs, self.latent_dim)}, got {tuple(action.shape)}")
+        if not torch.isfinite(action).all():
+            raise ValueError("action contains NaN or inf")
+        if action.abs().max() > 1 + 1e-6:
+            raise ValueError(f"action must lie in [-1, 1], got max |a| = {action.abs().max().item():.3g}")
+        self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(self.num_envs),
+                             self.mix, self.ema, self.action_scale, self.ema_kind)
+        self.t += 1
+        obs = self.G(self.z, self.y)  # (N, 3, 32, 32)
+        done = self.t >= self.horizon  # (N,)
+        info = {"next_obs": obs, "z": self.z.clone(), "y": self.y.clone(), "t": self.t.clone(), "done": done}
+        if done.any():  # auto-reset: decode the first frames of the new episodes
+            idx = done.nonzero()[:, 0]  # (n_done,)
+            self._new_episodes(idx)
+            obs = obs.clone()
+            obs[idx] = self.G(self.z[idx], self.y[idx])
+        return obs, info
+
+
+def rollout(world: LatentWorld, steps: int, seed: int = 0):
+    """Uniform-random policy from a reset. Frame k is the successor of step k (k = 0: the reset frame).
+
+    -> frames (steps + 1, N, 3, 32, 32), labels (steps + 1, N), latents (steps + 1, N, d)"""
+    g = torch.Generator(device=world.device).manual_seed(seed)
+    frames, labels, latents = [world.reset()], [world.y.clone()], [world.z.clone()]
+    for _ in range(steps):
+        a = torch.rand(world.num_envs, world.latent_dim, generator=g, device=world.device) * 2 - 1  # (N, d)
+        _, info = world.step(a)
+        frames.append(info["next_obs"])
+        labels.append(info["y"])
+        latents.append(info["z"])
+    return torch.stack(frames), torch.stack(labels), torch.stack(latents)
+
+
+def persistence(frames: torch.Tensor, labels: torch.Tensor, horizon: int) -> tuple[float, float]:
+    """Mean cosine similarity of consecutive frames (same episode) vs. random frames of the same class."""
+    T, N = labels.shape
+    flat = frames.reshape(T, N, -1)  # (T, N, 3072)
+    flat = flat - flat.mean((0, 1))  # centre on the mean frame, so that cosine measures content, not brightness
+    cos = torch.nn.functional.cosine_similarity
+    t = torch.arange(T - 1)
+    same_ep = (t == 0) | (t % horizon != 0)  # (T-1,): frames k = H, 2H, ... end an episode (rollout's layout)
+    consecutive = cos(flat[:-1], flat[1:], dim=-1)[same_ep].mean().item()
+    f, y = flat.reshape(T * N, -1), labels.reshape(-1)
+    g = torch.Generator().manual_seed(0)
+    i, j = torch.randint(T * N, (2, 20000), generator=g)
+    keep = (y[i] == y[j]) & (i != j)
+    return consecutive, cos(f[i[keep]], f[j[keep]], dim=-1).mean().item()
+
+
+def save_filmstrip(frames: torch.Tensor, path) -> None:
+    """frames (T, N, 3, 32, 32) in [-1, 1] -> PNG with one row per env, one column per step."""
+    import torchvision
+    T, N = frames.shape[:2]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid = frames.transpose(0, 1).reshape(N * T, *frames.shape[2:])  # (N * T, 3, 32, 32), row-major by env
+    torchvision.utils.save_image(grid.cpu() * 0.5 + 0.5, str(path), nrow=T, padding=1)
+
+
+def save_gif(frames: torch.Tensor, path, scale: int = 3) -> None:
+    """frames (T, N, 3, 32, 32) -> animated GIF, envs side by side (Pillow ships with torchvision)."""
+    import torchvision
+    from PIL import Image
+    pics = []
+    for f in frames:
+        grid = torchvision.utils.make_grid(f.cpu() * 0.5 + 0.5, nrow=len(f), padding=1)  # (3, H, W)
+        arr = (grid.clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()  # (H, W, 3)
+        pics.append(Image.fromarray(arr).resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST))
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=150, loop=0)
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(WorldConfig, argv)
+    try:
+        G = load_generator(cfg.generator, pick_device(cfg.device))
+        world = LatentWorld(G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale, cfg.ema_kind, cfg.seed)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(f"seed {cfg.seed} | generator {cfg.generator} | mix {cfg.mix} ema {cfg.ema} ({cfg.ema_kind}) H {cfg.horizon}")
+    start = time.time()
+    frames, _, _ = rollout(world, cfg.steps, cfg.seed)
+    rate = cfg.steps * cfg.num_envs / (time.time() - start)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    save_filmstrip(frames, Path(cfg.out) / "filmstrip.png")
+    save_gif(frames, Path(cfg.out) / "rollout.gif")
+    big = rollout(LatentWorld(G, 64, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale, cfg.ema_kind, cfg.seed + 1),
+                  8 * cfg.horizon, cfg.seed + 1)  # 64 envs x 8 episodes for the statistics
+    consecutive, same_class = persistence(big[0], big[1], cfg.horizon)
+    print(f"{rate:.0f} env steps/s | Var(z) = {big[2].var().item():.3f} | cosine(o_t, o_t+1) = {consecutive:.3f}"
+          f" vs random same-class pairs {same_class:.3f}")
+    print(f"wrote {cfg.out}/filmstrip.png and {cfg.out}/rollout.gif")
+
+
+if __name__ == "__main__":
+    main()
