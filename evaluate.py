@@ -12,7 +12,7 @@ Reference rows are always included: raw pixels and a randomly initialised encode
     python evaluate.py runs/*                    # one table row per pretraining method (mean ± std over seeds)
     python evaluate.py runs/* --data ../shared/data/cifar10
 """
-import dataclasses, json, os, sys, time
+import dataclasses, hashlib, json, os, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +37,10 @@ class Config:
     recompute: bool = False  # ignore cached probe_<data>.json results
 
 
-WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)  # L2 grid for the linear probe, strongest first (warm starts)
+WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)  # L2 grid, picked on a val split (Kornblith et al. 2019); strongest first
 
 
-# ----------------------------------------------------------------------------------------------------
-# Loading encoders and extracting features
-# ----------------------------------------------------------------------------------------------------
+# ---- Loading encoders and extracting features ----------------------------------------------------------------------
 def load_encoder(path, device="cpu"):
     """runs/<name>/encoder.pt (or the run folder) -> (encoder in eval mode, checkpoint dict without state_dict)."""
     path = Path(path)
@@ -52,12 +50,12 @@ def load_encoder(path, device="cpu"):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated / not a torch file / unsafe pickle
-        raise ValueError(f"encoder checkpoint {path} is corrupt or not a torch file: {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"encoder checkpoint {path} is corrupt or not a torch file: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "encoder":
         raise ValueError(f"{path} is not an encoder checkpoint (no kind='encoder' entry)")
-    missing = [key for key in ("encoder", "width", "state_dict", "config") if key not in ckpt]
-    if missing or not isinstance(ckpt["config"], dict):
-        raise ValueError(f"encoder checkpoint {path} lacks {missing or ['a config dict']}")
+    if not {"encoder", "width", "state_dict", "config"} <= ckpt.keys() or not isinstance(ckpt["config"], dict):
+        raise ValueError(f"encoder checkpoint {path} lacks one of encoder, width, state_dict, config (a dict)")
     try:
         encoder = make_encoder(ckpt["encoder"], ckpt["width"])
         encoder.load_state_dict(ckpt["state_dict"])
@@ -89,9 +87,7 @@ def extract_features(encoder, x_uint8, device="cpu", batch_size=256) -> torch.Te
     return torch.cat(chunks)  # (N, D), a normal tensor (cat outside inference mode): safe to use with autograd
 
 
-# ----------------------------------------------------------------------------------------------------
-# The probes
-# ----------------------------------------------------------------------------------------------------
+# ---- The probes ----------------------------------------------------------------------------------------------------
 def _fit_logreg(f, y, num_classes, weight_decay, init=None, max_iter=300):
     """min_W,b  mean CE(W f + b, y) + wd/2 ||W||^2  by full-batch L-BFGS (deterministic) -> (W (C, D), b (C,)).
 
@@ -181,9 +177,7 @@ def probe(encoder, data_splits, cfg: Config, device) -> dict:
             "knn_top1": knn, "probe_s": time.time() - t0}
 
 
-# ----------------------------------------------------------------------------------------------------
-# CLI: probe every run (cached), group by method, print a Markdown table and draw a bar chart
-# ----------------------------------------------------------------------------------------------------
+# ---- CLI: probe every run (cached), group by method, print a Markdown table and draw a bar chart -------------------
 def load_data(data: str):
     """-> ((x_train, y_train), (x_test, y_test)), checking the folder layout and class lists first."""
     if data not in ("embedded", "cifar10"):
@@ -192,11 +186,20 @@ def load_data(data: str):
             raise FileNotFoundError(f"data folder {root} needs train/ and test/ sub-folders of class folders")
         classes = [sorted(d.name for d in (root / s).iterdir() if d.is_dir()) for s in ("train", "test")]
         if classes[0] != classes[1]:  # the same check ImageFolder's labels need; done before decoding images
-            raise ValueError(f"class folders differ between {root / 'train'} {classes[0]} and {root / 'test'} {classes[1]}")
+            raise ValueError(f"class folders differ: {root / 'train'} has {classes[0]}, "
+                             f"{root / 'test'} has {classes[1]}")
     (x_tr, y_tr, c_tr), (x_te, y_te, c_te) = load_split(data, "train"), load_split(data, "test")
     if c_tr != c_te:
         raise ValueError(f"train and test class lists differ for {data}: {c_tr} vs {c_te}")
     return (x_tr, y_tr), (x_te, y_te)
+
+
+def fingerprint(splits) -> str:
+    """Short hash of all images and labels: a cached result is reused only on the very same data (~0.3 s)."""
+    h = hashlib.sha1()
+    for x, y in splits:
+        h.update(x.contiguous().numpy()), h.update(y.contiguous().numpy())
+    return h.hexdigest()[:16]
 
 
 def cached_probe(cache: Path, key: dict, compute, recompute=False) -> dict:
@@ -220,17 +223,18 @@ def mean_std(values) -> str:
     return f"{v.mean():.1f}" if len(v) == 1 else f"{v.mean():.1f} ± {v.std():.1f}"  # sample std (n - 1)
 
 
-def bar_chart(rows, path: Path, title: str) -> None:
+def bar_chart(groups: dict, path: Path, title: str) -> None:
+    """Linear and kNN bars per method (mean over seeds, sample-std error bars); written atomically."""
     import matplotlib
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt, numpy as np
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows) + 2), 3.6))
-    xs = np.arange(len(rows))
-    for j, (probe_name, key) in enumerate([("linear", "linear"), ("kNN", "knn")]):
-        vals = [100 * np.array(r[key]) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(groups) + 2), 3.6))
+    xs = np.arange(len(groups))
+    for j, (probe_name, key) in enumerate([("linear", "linear_top1"), ("kNN", "knn_top1")]):
+        vals = [100 * np.array([r[key] for r in results]) for results in groups.values()]
         ax.bar(xs + (j - 0.5) * 0.38, [v.mean() for v in vals], 0.38, label=probe_name,
                yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in vals], capsize=3)
-    ax.set_xticks(xs, [r["method"] for r in rows], rotation=20, ha="right")
+    ax.set_xticks(xs, list(groups), rotation=20, ha="right")
     ax.set_ylabel("test top-1 (%)"), ax.set_title(title), ax.legend(), ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,13 +272,14 @@ def main(argv=None) -> None:
             runs.append((path, load_encoder(path)[1]))
         data = cfg.data or (runs[0][1]["config"].get("data", "embedded") if runs else "embedded")
         splits = load_data(data)
+        (_, y_tr), (_, y_te) = splits
     except (FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
-    tag = data if data in ("embedded", "cifar10") else Path(data).resolve().name
-    data_id = data if data in ("embedded", "cifar10") else str(Path(data).resolve())
-    settings = {"data": data_id, "n_train": len(splits[0][1]), "n_test": len(splits[1][1]),
+    builtin = data in ("embedded", "cifar10")
+    tag, data_id = (data, data) if builtin else (Path(data).resolve().name, str(Path(data).resolve()))
+    settings = {"data": data_id, "fingerprint": fingerprint(splits), "n_train": len(y_tr), "n_test": len(y_te),
                 **{f: getattr(cfg, f) for f in ("k", "temperature", "val_frac", "max_iter", "seed")}}
-    print(f"data {data} ({settings['n_train']} train / {settings['n_test']} test) | device {device}", file=sys.stderr)
+    print(f"data {data} ({len(y_tr)} train / {len(y_te)} test) | device {device}", file=sys.stderr)
 
     groups = {}  # method -> list of results, in the order the runs were given
     for path, meta in runs:
@@ -283,22 +288,19 @@ def main(argv=None) -> None:
         res = cached_probe(path.parent / f"probe_{tag}.json", key,
                            lambda: probe(load_encoder(path, device)[0], splits, cfg, device), cfg.recompute)
         groups.setdefault(meta["config"].get("method", "?"), []).append(
-            {**res, "seed": meta["config"].get("seed"), "wall_time_s": meta.get("wall_time_s"),
-             "finished": meta.get("finished", True)})
-    archs = sorted({(m["encoder"], m["width"]) for _, m in runs}) or [("cnn", 32)]
-    references = [("raw pixels", None, ())] + [(f"random-init {name}-{w}", random_encoder, (name, w, cfg.seed))
-                                                for name, w in archs]
-    for label, make, args in references:
+            {**res, "wall_time_s": meta.get("wall_time_s"), "finished": meta.get("finished", True)})
+    archs = sorted({(m["encoder"], m["width"]) for _, m in runs}) or [("cnn", 32)]  # the runs' architectures
+    references = {"raw pixels": lambda: None} | {f"random-init {name}-{width}": (
+        lambda name=name, width=width: random_encoder(name, width, cfg.seed).to(device)) for name, width in archs}
+    for label, make in references.items():
         print(f"{label}:", file=sys.stderr)
-        cache = CACHE / f"probe_{tag}_{label.replace(' ', '_')}.json"
-        res = cached_probe(cache, settings, lambda: probe(make(*args).to(device) if make else None, splits, cfg, device),
-                           cfg.recompute)
-        groups[label] = [{**res, "seed": cfg.seed, "wall_time_s": None, "finished": True}]
+        res = cached_probe(CACHE / f"probe_{tag}_{label.replace(' ', '_')}.json", settings,
+                           lambda: probe(make(), splits, cfg, device), cfg.recompute)
+        groups[label] = [{**res, "wall_time_s": None, "finished": True}]
 
     print(f"\n**{data}**: test top-1 (%), mean ± std over seeds\n")
     print("| method | seeds | linear top-1 | kNN top-1 | pretraining time |")
     print("|---|---|---|---|---|")
-    rows = []
     for method, results in groups.items():
         times = [r["wall_time_s"] for r in results if r["wall_time_s"] is not None]
         t = sum(times) / len(times) if times else None
@@ -306,10 +308,8 @@ def main(argv=None) -> None:
         name = method + (" (unfinished)" if not all(r["finished"] for r in results) else "")
         print(f"| {name} | {len(results)} | {mean_std([r['linear_top1'] for r in results])} "
               f"| {mean_std([r['knn_top1'] for r in results])} | {t_str} |")
-        rows.append({"method": method, "linear": [r["linear_top1"] for r in results],
-                     "knn": [r["knn_top1"] for r in results]})
     out = Path(cfg.out) if cfg.out else (runs[0][0].parent.parent if runs else Path("runs")) / f"probe_{tag}.png"
-    bar_chart(rows, out, f"probes on {tag} ({settings['n_test']} test images)")
+    bar_chart(groups, out, f"probes on {tag} ({len(y_te)} test images)")
     print(f"\nwrote {out}", file=sys.stderr)
 
 

@@ -101,7 +101,8 @@ def test_knn_probe_matches_brute_force():
     assert evaluate.knn_probe(ftr, ytr, fte, yte, k=7, temperature=0.5) == pytest.approx(expected)
     assert evaluate.knn_probe(ftr, ytr, fte, yte, k=7, temperature=0.5, chunk_elems=1) == pytest.approx(expected)
     for i in range(len(fte)):  # point by point, so that errors cannot cancel out
-        assert evaluate.knn_probe(ftr, ytr, fte[i:i + 1], yte[i:i + 1], k=7, temperature=0.5) == float(pred[i] == yte[i])
+        acc = evaluate.knn_probe(ftr, ytr, fte[i:i + 1], yte[i:i + 1], k=7, temperature=0.5)
+        assert acc == float(pred[i] == yte[i])
 
 
 def test_knn_probe_separable_and_defaults():
@@ -211,3 +212,6 @@ def test_cli_table_chart_and_cache(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out == table
     with pytest.raises(AssertionError, match="cached"):  # changed probe settings invalidate the cache
         evaluate.main([*runs, "--device", "cpu", "--max-iter", "50", "--k", "5"])
+    monkeypatch.setattr(evaluate, "load_data", lambda data: (coloured_images(120, seed=2), splits[1]))
+    with pytest.raises(AssertionError, match="cached"):  # so do changed images (e.g. a regenerated dataset)
+        evaluate.main([*runs, "--device", "cpu", "--max-iter", "50"])
