@@ -17,7 +17,7 @@ Baselines use the same encoder, batch size and number of encoder updates (--meth
     python pretrain.py                       # Palm-up on the embedded dataset, ~8 min on 2 CPU cores
     python pretrain.py --method genrep --genrep-sigma 0.6 --seed 1
 """
-import csv, dataclasses, json, math, sys, time
+import contextlib, csv, dataclasses, json, math, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,25 +118,28 @@ class Run:
         self.model = Model(cfg, max(len(classes), 1)).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), cfg.lr)
         self.step, self.metrics, self.wall = 0, [], 0.0
+        self.stage_s = {}  # seconds spent per stage (benchmarks/speed.py, result.json)
         if cfg.method in ("palmup", "random", "genrep"):
             self.G = load_generator(cfg.generator, self.device)
         if cfg.method in ("palmup", "random"):
             self.world = LatentWorld(self.G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, seed=cfg.seed)
             self.buffer = ReplayBuffer(cfg.buffer_size, self.G.latent_dim, device=self.device)
-            self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, SACConfig(), self.device)
-            self.rms = RMS(device=self.device)
+            if cfg.method == "palmup":  # --method random acts uniformly: no agent
+                self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, SACConfig(), self.device)
+                self.rms = RMS(device=self.device)
             self.obs = self.world.reset()  # (N, 3, 32, 32)
 
     # ---- state on disk: resumable checkpoint + the final encoder for evaluate.py -------------------------
     def state(self) -> dict:
         s = {"config": dataclasses.asdict(self.cfg), "step": self.step, "metrics": self.metrics, "wall": self.wall,
-             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "rng": torch.get_rng_state()}
+             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "rng": torch.get_rng_state(),
+             "stage_s": self.stage_s}
         if hasattr(self, "sac"):
             s["sac"] = self.sac.state_dict()
         return s
 
     def load(self, s: dict) -> None:
-        self.step, self.metrics, self.wall = s["step"], s["metrics"], s["wall"]
+        self.step, self.metrics, self.wall, self.stage_s = s["step"], s["metrics"], s["wall"], s.get("stage_s", {})
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
         torch.set_rng_state(s["rng"])
@@ -149,6 +152,16 @@ class Run:
                       "wall_time_s": self.wall}, self.dir / "encoder.pt")
 
     # ---- one update ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Add the wall time of the block to self.stage_s[stage] (on CUDA, after the queued kernels finish)."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t = time.perf_counter()
+        yield
+        sync()
+        self.stage_s[stage] = self.stage_s.get(stage, 0.0) + time.perf_counter() - t
+
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Detached features of float frames, encoder in eval mode (acting never changes BN statistics)."""
         self.model.eval()
@@ -188,25 +201,31 @@ class Run:
 
     def update(self) -> dict:
         cfg = self.cfg
-        v1, v2, extra = self.pairs()
-        if cfg.augment and cfg.method in ("palmup", "random", "genrep"):
-            v1, v2 = augment(v1), augment(v2)
-        f = self.model.encoder(torch.cat([v1, v2]))  # (2B, D): one pass for both views (shared BN statistics)
-        if cfg.method == "supervised":
-            loss = F.cross_entropy(self.model.classifier(f), extra["labels"])
-        else:
-            p = self.model.head(f)  # (2B, proj_dim)
-            loss = info_nce(p[:len(v1)], p[len(v1):], cfg.temperature)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at update {self.step}")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        log = {"loss": loss.item()}
+        with self.timed("explore + pairs"):
+            v1, v2, extra = self.pairs()
+            if cfg.augment and cfg.method in ("palmup", "random", "genrep"):
+                v1, v2 = augment(v1), augment(v2)
+        with self.timed("encoder update"):
+            f = self.model.encoder(torch.cat([v1, v2]))  # (2B, D): one pass for both views (shared BN statistics)
+            if cfg.method == "supervised":
+                loss = F.cross_entropy(self.model.classifier(f), extra["labels"])
+            else:
+                p = self.model.head(f)  # (2B, proj_dim)
+                loss = info_nce(p[:len(v1)], p[len(v1):], cfg.temperature)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at update {self.step}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            log = {"loss": loss.item()}
         if cfg.method == "palmup":
-            feat, next_feat = f.detach().chunk(2)  # (B, D) each: features of o_t and o_t+1, detached (Fig. 1C)
-            reward = apt_reward(next_feat, cfg.apt_k, self.rms)  # (B,) APT (Liu & Abbeel 2021)
-            log.update(self.sac.update(feat, self.batch["action"], reward, next_feat), reward=reward.mean().item())
+            with self.timed("SAC update + APT reward"):
+                # (B, D) each: features of o_t and o_t+1, detached (Fig. 1C). They come from the encoder's training
+                # pass (BN batch statistics) while acting uses eval mode: a free reuse, at the price of a small
+                # train/eval mismatch early in training.
+                feat, next_feat = f.detach().chunk(2)
+                reward = apt_reward(next_feat, cfg.apt_k, self.rms)  # (B,) APT (Liu & Abbeel 2021)
+                log.update(self.sac.update(feat, self.batch["action"], reward, next_feat), reward=reward.mean().item())
         return log
 
     # ---- the loop --------------------------------------------------------------------------------------------
@@ -226,31 +245,36 @@ class Run:
         from tqdm import tqdm
         cfg = self.cfg
         if self.step == 0:
-            self.filmstrip(self.dir / "filmstrip_start.png")
+            with self.timed("filmstrips, checkpoints, plots"):
+                self.filmstrip(self.dir / "filmstrip_start.png")
         if hasattr(self, "buffer"):  # fill the buffer with uniform-random play (also after a resume: not saved)
-            for _ in range(cfg.warmup):
-                self.explore(torch.rand(cfg.num_envs, self.G.latent_dim, device=self.device) * 2 - 1)  # (N, d)
+            with self.timed("explore + pairs"):
+                for _ in range(cfg.warmup):
+                    self.explore(torch.rand(cfg.num_envs, self.G.latent_dim, device=self.device) * 2 - 1)  # (N, d)
         total = cfg.updates if cfg.method != "none" else 0
         bar = tqdm(total=total, initial=self.step, desc=cfg.name, mininterval=1)
-        t0, images = time.time(), 0
+        t0 = t_session = time.time()  # t0: start of the time not yet added to self.wall
+        images = 0  # images through the encoder since t_session (a resumed run starts a new session)
         while self.step < total:
             log = self.update()
             self.step += 1
             images += 2 * cfg.batch_size
             bar.update()
             if self.step % 10 == 0:
-                log.update(update=self.step, time_s=round(self.wall + time.time() - t0, 2))
+                log.update(update=self.step, time_s=round(self.wall + time.time() - t0, 2))  # since the start
                 self.metrics.append(log)
                 bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
-                                alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{images / (time.time() - t0):.0f}")
+                                alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{images / (time.time() - t_session):.0f}")
             if self.step % cfg.checkpoint_every == 0 and self.step < total:
                 self.wall, t0 = self.wall + time.time() - t0, time.time()
-                _atomic_save(self.state(), self.dir / "ckpt.pt")
+                with self.timed("filmstrips, checkpoints, plots"):
+                    _atomic_save(self.state(), self.dir / "ckpt.pt")
         bar.close()
-        self.wall += time.time() - t0
-        self.filmstrip(self.dir / "filmstrip_end.png")
-        self.save_encoder(finished=True)
-        self.plot()
+        with self.timed("filmstrips, checkpoints, plots"):
+            self.filmstrip(self.dir / "filmstrip_end.png")
+            self.wall += time.time() - t0
+            self.save_encoder(finished=True)
+            self.plot()
 
     def plot(self) -> None:
         import matplotlib
@@ -292,11 +316,14 @@ def main(argv=None) -> dict:
     seed_everything(cfg.seed)
     print(f"seed {cfg.seed} | method {cfg.method} | device {pick_device(cfg.device)} | run {out}")
     try:
+        t_load = time.perf_counter()
         run = Run(cfg)
+        t_load = time.perf_counter() - t_load
         if (out / "ckpt.pt").exists() and not cfg.overwrite:
             run.load(torch.load(out / "ckpt.pt", map_location=run.device, weights_only=True))
             print(f"resuming {out} from update {run.step}")
         out.mkdir(parents=True, exist_ok=True)
+        run.stage_s["load data + generator"] = run.stage_s.get("load data + generator", 0.0) + t_load
         run.train()
     except (FileNotFoundError, ValueError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
@@ -308,7 +335,9 @@ def main(argv=None) -> dict:
         xte, yte, _ = load_split(cfg.data, "test")
         n = cfg.probe_images or len(run.x)
         train, test = (run.x[:n], run.y[:n]), (xte[:max(n // 5, 1)], yte[:max(n // 5, 1)])
-        result["linear_probe"] = round(linear_probe(run.model.encoder, train, test, device=run.device), 4)
+        with run.timed("linear probe"):
+            result["linear_probe"] = round(linear_probe(run.model.encoder, train, test, device=run.device), 4)
+    result["stage_s"] = {k: round(v, 1) for k, v in run.stage_s.items()}  # where the time went
     _atomic_save_text(json.dumps(result, indent=1), out / "result.json")
     (out / "ckpt.pt").unlink(missing_ok=True)
     print(f"{cfg.name}: {result}")

@@ -86,7 +86,9 @@ class LatentWorld:
         return torch.randn(n, self.latent_dim, generator=self.rng, device=self.device)  # (n, d)
 
     def _new_episodes(self, idx: torch.Tensor) -> None:
-        """Start fresh episodes in envs idx: a new class prompt and z_0 ~ N(0, I)."""
+        """Start fresh episodes in envs idx: a new class prompt and z_0 ~ N(0, I).
+        Out of place (clone, then write): tensors already handed out in `info` never change."""
+        self.y, self.z, self.t = self.y.clone(), self.z.clone(), self.t.clone()
         self.y[idx] = torch.randint(self.num_classes, (len(idx),), generator=self.rng, device=self.device)
         self.z[idx] = self._noise(len(idx))
         self.t[idx] = 0
@@ -100,22 +102,26 @@ class LatentWorld:
     def step(self, action: torch.Tensor):
         if action.shape != (self.num_envs, self.latent_dim):
             raise ValueError(f"action must have shape {(self.num_envs, self.latent_dim)}, got {tuple(action.shape)}")
-        if not torch.isfinite(action).all():
-            raise ValueError("action contains NaN or inf")
-        if action.abs().max() > 1 + 1e-6:
-            raise ValueError(f"action must lie in [-1, 1], got max |a| = {action.abs().max().item():.3g}")
+        if not (action.abs() <= 1 + 1e-6).all():  # one check (one sync) for range and NaN: NaN <= 1 is False
+            bad = "NaN or inf" if not torch.isfinite(action).all() else f"max |a| = {action.abs().max().item():.3g}"
+            raise ValueError(f"action must lie in [-1, 1], got {bad}")
         self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(self.num_envs),
-                             self.mix, self.ema, self.action_scale, self.ema_kind)
-        self.t += 1
-        obs = self.G(self.z, self.y)  # (N, 3, 32, 32)
+                             self.mix, self.ema, self.action_scale, self.ema_kind)  # (N, d), a new tensor
+        self.t = self.t + 1
         done = self.t >= self.horizon  # (N,)
-        info = {"next_obs": obs, "z": self.z.clone(), "y": self.y.clone(), "t": self.t.clone(), "done": done}
-        if done.any():  # auto-reset: decode the first frames of the new episodes
-            idx = done.nonzero()[:, 0]  # (n_done,)
-            self._new_episodes(idx)
-            obs = obs.clone()
-            obs[idx] = self.G(self.z[idx], self.y[idx])
-        return obs, info
+        info = {"z": self.z, "y": self.y, "t": self.t, "done": done}
+        if not done.any():
+            obs = self.G(self.z, self.y)  # (N, 3, 32, 32)
+            return obs, dict(info, next_obs=obs)
+        # Auto-reset: the ended envs' last frames and the new episodes' first frames in ONE generator call
+        # (one call per step keeps the world close to the bare generator rate; BN is in eval mode, so the
+        # batch composition does not change any image).
+        idx = done.nonzero()[:, 0]  # (n_done,)
+        self._new_episodes(idx)
+        frames = self.G(torch.cat([info["z"], self.z[idx]]), torch.cat([info["y"], self.y[idx]]))  # (N + n_done, ...)
+        next_obs, obs = frames[:self.num_envs], frames[:self.num_envs].clone()  # (N, 3, 32, 32) each
+        obs[idx] = frames[self.num_envs:]
+        return obs, dict(info, next_obs=next_obs)
 
 
 def rollout(world: LatentWorld, steps: int, seed: int = 0):

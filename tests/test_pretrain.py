@@ -75,6 +75,8 @@ def test_end_to_end_smoke_run_writes_outputs_and_beats_chance(tmp_path):
     assert not (out / "ckpt.pt").exists()
     result = json.loads((out / "result.json").read_text())
     assert result["linear_probe"] > 0.2  # 10 classes: chance is 0.1
+    stages = {"load data + generator", "explore + pairs", "encoder update", "SAC update + APT reward", "linear probe"}
+    assert stages <= set(result["stage_s"]) and all(v >= 0 for v in result["stage_s"].values())
     ckpt = torch.load(out / "encoder.pt", weights_only=True)
     assert ckpt["config"]["seed"] == 0 and ckpt["finished"]
     again = run_cli("--updates", "40", "--generator", SHIPPED, cwd=tmp_path)  # finished: not redone silently

@@ -1,0 +1,140 @@
+"""benchmarks/speed.py — where the time goes, as ratios to the limits the hardware sets (one process, ~2 min).
+
+Each row is a measured rate and its ratio to the rate of the bare computation that bounds it:
+  1. world      LatentWorld.step (env steps/s)   vs  the bare batched G(z, y) forward at the same batch size
+                (goal >= 0.9; the envs run in lock-step, so every `horizon`-th step also decodes the N new
+                episodes' first frames: the ceiling is H / (H + 1) = 0.94 for H = 16)
+  2. encoder    pretrain.py's update (img/s)     vs  the bare encoder forward + backward on the same images
+                (goal >= 0.8); once for the encoder step alone, once for the whole Palm-up iteration
+                (acting + world step + buffer + encoder + APT + SAC)
+  3. agent      SAC updates/s and apt_reward cost for batch sizes 256 ... 4096 (APT is O(B^2))
+  4. breakdown  the default `python pretrain.py` by stage: per-update stages measured over a few updates and
+                scaled to the default number of updates; the probe measured on 1/10 of the data and scaled
+
+    python benchmarks/speed.py                    # CPU (the numbers in the README)
+    python benchmarks/speed.py --device cuda      # the same rows on a GPU
+"""
+import dataclasses, os, sys, time
+from dataclasses import dataclass
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from agent import SAC, SACConfig, apt_reward  # noqa: E402
+from generator import load_generator, load_split, parse_config, pick_device, to_float  # noqa: E402
+from world import LatentWorld  # noqa: E402
+import pretrain  # noqa: E402
+
+
+@dataclass
+class Config:
+    generator: str = "checkpoints/embedded_gan.pt"  # the world's generator
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    min_time: float = 1.0  # seconds each rate is measured for (after a warm-up call)
+    breakdown_updates: int = 20  # updates of the default run measured for the breakdown
+
+
+def rate(fn, min_time: float, device: torch.device) -> float:
+    """Calls of fn per second: one warm-up call, then repeat until min_time has passed."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < min_time or n < 3:
+        fn()
+        n += 1
+    sync()
+    return n / (time.perf_counter() - t)
+
+
+def row(name: str, value: float, unit: str, ratio=None, goal=None) -> None:
+    r = "" if ratio is None else f"{ratio:.2f}"
+    verdict = "" if goal is None else ("ok" if ratio >= goal else f"below {goal}")
+    print(f"| {name} | {value:,.0f} {unit} | {r} | {verdict} |")
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(Config, argv)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dev = pick_device(cfg.device)
+    start = time.time()
+    torch.manual_seed(0)
+    print(f"device {dev} | torch {torch.__version__} | {torch.get_num_threads()} threads\n")
+    print("| measurement | rate | ratio to its bound | goal |")
+    print("|---|---:|---:|---|")
+
+    # 1. world vs bare generator ---------------------------------------------------------------------------
+    G = load_generator(cfg.generator, dev)
+    for n in (1, 8, 64, 256):
+        z, y = torch.randn(n, G.latent_dim, device=dev), torch.randint(G.num_classes, (n,), device=dev)
+        with torch.inference_mode():
+            bare = n * rate(lambda: G(z, y), cfg.min_time, dev)
+        world = LatentWorld(G, n, seed=0)
+        world.reset()
+        a = torch.rand(n, G.latent_dim, device=dev) * 2 - 1  # (n, d)
+        steps = n * rate(lambda: world.step(a), cfg.min_time, dev)
+        row(f"bare G(z, y) forward, batch {n}", bare, "frames/s")
+        row(f"world.step, {n} envs", steps, "env steps/s", steps / bare, 0.9)
+
+    # 2. encoder update vs bare encoder forward + backward ---------------------------------------------------
+    pc = pretrain.Config(name="speed", generator=cfg.generator, device=str(dev), probe=False)
+    run = pretrain.Run(pc)
+    for _ in range(pc.warmup):
+        run.explore(torch.rand(pc.num_envs, G.latent_dim, device=dev) * 2 - 1)
+    x = to_float(run.buffer.sample(2 * pc.batch_size)["obs"])  # (2B, 3, 32, 32): the images of one update
+    enc = run.model.encoder
+
+    def bare_step():
+        enc(x).square().mean().backward()  # forward + backward only: no head, no loss, no optimiser
+    bare = x.shape[0] * rate(bare_step, cfg.min_time, dev)
+    run.update()  # warm-up
+    run.stage_s.clear()
+    n_up = max(3, cfg.breakdown_updates)
+    t = time.perf_counter()
+    for _ in range(n_up):
+        run.update()
+    whole = n_up * x.shape[0] / (time.perf_counter() - t)
+    enc_only = n_up * x.shape[0] / run.stage_s["encoder update"]
+    row(f"bare encoder fwd + bwd ({pc.encoder}-{pc.width}, {x.shape[0]} images)", bare, "img/s")
+    row("encoder update (InfoNCE, head, Adam)", enc_only, "img/s", enc_only / bare, 0.8)
+    row("whole Palm-up iteration (acting, world, SAC, ...)", whole, "img/s", whole / bare, 0.8)
+    per_update = {k: v / n_up for k, v in run.stage_s.items()}  # seconds per update, by stage
+
+    # 3. SAC updates and the APT reward vs batch size ----------------------------------------------------------
+    d = enc.feature_dim
+    apt_base = None
+    for B in (256, 1024, 4096):
+        sac = SAC(d, G.latent_dim, SACConfig(), dev)
+        f, f2 = torch.randn(B, d, device=dev), torch.randn(B, d, device=dev)
+        act, rew = torch.rand(B, G.latent_dim, device=dev) * 2 - 1, torch.rand(B, device=dev)
+        row(f"SAC update, batch {B}", rate(lambda: sac.update(f, act, rew, f2), cfg.min_time / 2, dev), "updates/s")
+        apt_ms = 1e3 / rate(lambda: apt_reward(f, 12), cfg.min_time / 2, dev)
+        apt_base = apt_base or apt_ms
+        print(f"| apt_reward, batch {B} | {apt_ms:.2f} ms | {apt_ms / apt_base:.1f} x batch 256 "
+              f"(B^2 predicts {(B / 256) ** 2:.0f}) | |")
+
+    # 4. the default run, by stage ---------------------------------------------------------------------------
+    t = time.perf_counter()
+    pretrain.Run(dataclasses.replace(pc, probe=True))  # what main() pays before the first update
+    stages = {"load data + generator": time.perf_counter() - t}
+    stages.update({k: v * pc.updates for k, v in per_update.items()})
+    from evaluate import linear_probe
+    xtr, ytr, _ = load_split(pc.data, "train")
+    xte, yte, _ = load_split(pc.data, "test")
+    n = len(xtr) // 10
+    t = time.perf_counter()
+    linear_probe(enc, (xtr[:n], ytr[:n]), (xte[:len(xte) // 10], yte[:len(yte) // 10]), device=dev)
+    stages["linear probe (1/10 of the data, x 10)"] = 10 * (time.perf_counter() - t)
+    total = sum(stages.values())
+    print(f"\ndefault `python pretrain.py` ({pc.updates} updates), estimated from {n_up} updates: {total / 60:.1f} min")
+    print("| stage | seconds | share |")
+    print("|---|---:|---:|")
+    for k, v in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"| {k} | {v:.0f} | {v / total:.0%} |")
+    print(f"\nbenchmark wall time {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

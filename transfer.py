@@ -1,0 +1,382 @@
+"""transfer.py — downstream RL transfer (issue 11): does a frozen pretrained encoder make control easier?
+
+The task: goal reaching in the latent world of world.py. N episodes run in lock-step; in each one
+    y ~ Uniform{0..K-1},  z_0 ~ N(0, I),  z_goal ~ N(0, I)          class prompt, start and goal: G's own prior
+    for t = 0 .. H-1:
+        s_t   = [phi(G(z_t, y)), phi(G(z_goal, y))]                  the frame and the goal image through a FROZEN
+                                                                      encoder phi, features standardised (below)
+        a_t   ~ pi(s_t) in [-1, 1]^d                                  d = G's latent size: the world's action
+        z_t+1 = world.latent_step(z_t, a_t, eps_t)                    the world's transition, eps_t ~ N(0, I)
+        r_t   = -||z_t+1 - z_goal|| / sqrt(d)                         negative normalised distance to the goal
+The return is the sum of the H rewards, i.e. -H x the mean distance. The agent never sees a latent, except the
+"oracle", whose s_t = [z_t, z_goal]. Every agent is agent.SAC with the same settings, env steps and seeds; its
+learning curve is the return of the deterministic policy tanh(mean) on a fixed set of evaluation episodes, the
+same for every agent and seed (same y, z_0, z_goal and noise: paired comparisons).
+Reference rows on those episodes, no learning:
+    uniform-random   a_t ~ U[-1, 1]^d: z_t stays ~N(0, I) (world.py), the distance ~sqrt(2): return ~ -1.41 H
+    greedy           knows z_t and the dynamics: a_t = clip((z_goal - rho z_t) / (sqrt(1 - rho^2) w s), -1, 1)
+                     puts the mean of z_t+1 on the goal when |a_t| <= 1 allows; the noise term is what is left
+World coefficients: those of pretraining (mix w = 0.5, EMA rho = 0.8, s = sqrt(3)). They leave enough control:
+the action moves z by sqrt(1 - rho^2) w s = 0.52 per unit action, as much as the noise's std per step
+(sqrt(1 - rho^2) sqrt(1 - w^2) = 0.52); holding z on the goal needs |a| = (1 - rho) |z_goal| / 0.52 = 0.38
+|z_goal|, feasible for all but ~1 % of the coordinates. The greedy controller's distance is ~0.55 vs ~1.41 for
+uniform actions. Same world as pretraining, so Palm-up's encoder sees the frame distribution it was trained on.
+Features: each encoder's features are standardised per dimension with the mean / std of 2,048 random frames
+G(z, y) (fixed seed) before RL, as evaluate.py's linear probe does: SAC then sees inputs of the same scale
+whatever the encoder. The oracle's latents are already N(0, I).
+Replay: a buffer of float features (s_t, a_t, r_t, s_t+1), not agent.ReplayBuffer: the encoder is frozen, so the
+features never change, and storing them saves re-encoding 2 x batch frames per SAC update (agent.ReplayBuffer
+keeps uint8 frames and has no reward or goal field). s_t+1 of an episode's last step is its true successor with
+the same goal; agent.SAC always bootstraps (a time limit is not a terminal state).
+
+    python transfer.py                                    # oracle vs random-init (1 seed) + references, ~2 min CPU
+    python transfer.py --encoders runs/palmup_s0/encoder.pt runs/genrep_s0/encoder.pt runs/supervised_s0 \\
+        random-init oracle --seeds 0 1 2                  # the comparison: Markdown table + curves PNG
+    python transfer.py --generator checkpoints/cifar10_gan.pt --out runs/transfer_cifar10 ...
+Flags beyond the Config fields: --encoders (paths to encoder.pt or run folders, or the keywords random-init,
+oracle) and --seeds. Each (encoder, seed) result is cached in <out>/<label>_s<seed>.json: a rerun only computes
+the missing rows (a changed setting, encoder or generator file recomputes its rows).
+"""
+import argparse, dataclasses, math, os, re, sys, time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from agent import SAC, SACConfig
+from evaluate import cached_probe, load_encoder, random_encoder
+from generator import load_generator, parse_config, pick_device, seed_everything
+from world import latent_step
+
+EVAL_SEED = 12345  # the evaluation episodes: the same for every agent and seed
+KEYWORDS = ("oracle", "random-init")
+
+
+@dataclass
+class Config:
+    generator: str = "checkpoints/embedded_gan.pt"  # the world's generator (generator.py)
+    env_steps: int = 16384  # env transitions per (encoder, seed) run, warmup included
+    num_envs: int = 16  # episodes run in lock-step (one batched G / encoder call per step)
+    horizon: int = 16  # H: steps per episode (world.py's value)
+    mix: float = 0.5  # w: action weight against the noise (pretraining's value; docstring: why it is enough)
+    ema: float = 0.8  # rho: EMA persistence (pretraining's value)
+    warmup: int = 1024  # env steps of uniform-random actions before SAC acts and learns
+    updates_per_step: float = 0.25  # SAC updates per env transition (replay ratio)
+    batch_size: int = 128  # transitions per SAC update
+    hidden: int = 128  # SAC hidden width (agent.SACConfig: 256)
+    gamma: float = 0.5  # SAC discount
+    init_alpha: float = 0.001  # SAC initial temperature (agent.SACConfig: 0.1)
+    lr_actor: float = 1e-3  # SAC actor Adam lr (agent.SACConfig: 3e-4)
+    lr_critic: float = 3e-3  # SAC critics' Adam lr (agent.SACConfig: 1e-3)
+    eval_every: int = 2048  # env steps between evaluations (learning-curve points)
+    eval_episodes: int = 64  # fixed evaluation episodes per curve point
+    stats_frames: int = 2048  # random frames for the per-feature mean / std
+    random_init_seed: int = 0  # seed of the random-init encoder (evaluate.random_encoder; same as its probe row)
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    threads: int = 1  # torch CPU threads (small networks: 1 is as fast and leaves the other core free); 0 = default
+    out: str = "runs/transfer"  # results: <label>_s<seed>.json per run, results.md, curves.png
+    recompute: bool = False  # ignore cached results
+
+
+class GoalReaching:
+    """N goal-reaching episodes in lock-step on world.latent_step (module docstring). reset() starts new episodes in
+    all envs; step(action (N, d) in [-1, 1]) -> reward (N,); frames() / goal_frames() decode (N, 3, 32, 32)."""
+
+    def __init__(self, G, num_envs: int, horizon: int, mix: float, ema: float, seed: int):
+        self.G, self.num_envs, self.horizon, self.mix, self.ema = G, num_envs, horizon, mix, ema
+        self.action_scale = math.sqrt(3)  # world.py's s: uniform actions get unit variance
+        self.device = next(G.parameters()).device
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)  # the task's only random stream
+        self.reset()
+
+    def _noise(self) -> torch.Tensor:
+        return torch.randn(self.num_envs, self.G.latent_dim, generator=self.rng, device=self.device)  # (N, d)
+
+    def reset(self) -> None:
+        self.y = torch.randint(self.G.num_classes, (self.num_envs,), generator=self.rng, device=self.device)  # (N,)
+        self.z, self.z_goal, self.t = self._noise(), self._noise(), 0  # (N, d), (N, d)
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.horizon
+
+    def step(self, action: torch.Tensor) -> torch.Tensor:
+        self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(), self.mix, self.ema,
+                             self.action_scale)  # (N, d), world.py's transition
+        self.t += 1
+        return goal_reward(self.z, self.z_goal)  # (N,)
+
+    def greedy_action(self) -> torch.Tensor:
+        """Reference controller that knows z and the dynamics: mean of z_t+1 on the goal, clipped -> (N, d)."""
+        gain = math.sqrt(1 - self.ema ** 2) * self.mix * self.action_scale
+        return ((self.z_goal - self.ema * self.z) / gain).clamp(-1, 1)
+
+    @torch.no_grad()
+    def frames(self) -> torch.Tensor:
+        return self.G(self.z, self.y)  # (N, 3, 32, 32)
+
+    @torch.no_grad()
+    def goal_frames(self) -> torch.Tensor:
+        return self.G(self.z_goal, self.y)  # (N, 3, 32, 32)
+
+
+def goal_reward(z: torch.Tensor, z_goal: torch.Tensor) -> torch.Tensor:
+    """r = -||z - z_goal|| / sqrt(d): z, z_goal (N, d) -> (N,). ~ -sqrt(2) for independent N(0, I) latents."""
+    return -(z - z_goal).norm(dim=1) / math.sqrt(z.shape[1])
+
+
+class Observer:
+    """What an agent sees. encoder None (oracle): s = [z_t, z_goal] (N, 2d). Otherwise s = [f(o_t), f(o_goal)]
+    (N, 2D), f = the frozen encoder's features standardised with statistics of random frames G(z, y)."""
+
+    def __init__(self, encoder, G, stats_frames: int = 2048, seed: int = 0):
+        self.encoder = encoder
+        if encoder is None:
+            self.dim = 2 * G.latent_dim
+            return
+        dev = next(G.parameters()).device
+        g = torch.Generator(device=dev).manual_seed(seed)
+        with torch.no_grad():
+            f = torch.cat([encoder(G(torch.randn(256, G.latent_dim, generator=g, device=dev),
+                                     torch.randint(G.num_classes, (256,), generator=g, device=dev)))
+                           for _ in range(max(1, stats_frames // 256))])  # (stats_frames, D)
+        self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-6)  # (D,) each; dead features stay 0
+        self.dim = 2 * f.shape[1]
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return (self.encoder(images) - self.mean) / self.std  # (N, D)
+
+    def goal(self, env: GoalReaching) -> torch.Tensor:
+        """The goal half of s, computed once per episode: (N, d) or (N, D)."""
+        return env.z_goal.clone() if self.encoder is None else self.features(env.goal_frames())
+
+    def __call__(self, env: GoalReaching, goal: torch.Tensor) -> torch.Tensor:
+        now = env.z.clone() if self.encoder is None else self.features(env.frames())  # (N, d) or (N, D)
+        return torch.cat([now, goal], 1)  # (N, obs dim)
+
+
+class FeatureBuffer:
+    """Replay of float (s, a, r, s') rows, preallocated; features, not frames (module docstring: why)."""
+
+    def __init__(self, capacity: int, state_dim: int, action_dim: int, device):
+        self.s = torch.zeros(capacity, state_dim, device=device)  # (C, S)
+        self.s2 = torch.zeros_like(self.s)  # (C, S)
+        self.a = torch.zeros(capacity, action_dim, device=device)  # (C, A)
+        self.r = torch.zeros(capacity, device=device)  # (C,)
+        self.capacity, self.size, self.ptr = capacity, 0, 0
+
+    def add(self, s, a, r, s2) -> None:
+        idx = (self.ptr + torch.arange(len(s), device=self.s.device)) % self.capacity  # (N,) wraps around
+        self.s[idx], self.a[idx], self.r[idx], self.s2[idx] = s, a, r, s2
+        self.ptr, self.size = (self.ptr + len(s)) % self.capacity, min(self.size + len(s), self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator):
+        i = torch.randint(self.size, (batch_size,), generator=generator, device=generator.device).to(self.s.device)
+        return self.s[i], self.a[i], self.r[i], self.s2[i]  # (B, S), (B, A), (B,), (B, S)
+
+
+def evaluate_policy(cfg: Config, G, act, observer: Observer | None = None) -> dict:
+    """Mean return and final distance of act(env, s) -> (N, d) on the fixed evaluation episodes."""
+    env = GoalReaching(G, cfg.eval_episodes, cfg.horizon, cfg.mix, cfg.ema, EVAL_SEED)
+    goal, ret = observer.goal(env) if observer else None, 0.0
+    while not env.done:
+        r = env.step(act(env, observer(env, goal) if observer else None))  # (E,)
+        ret = ret + r
+    return {"return": ret.mean().item(), "final_distance": -r.mean().item()}
+
+
+def references(cfg: Config, G) -> dict:
+    g = torch.Generator(device=next(G.parameters()).device).manual_seed(EVAL_SEED)
+    uniform = lambda env, s: torch.rand(env.z.shape, generator=g, device=g.device) * 2 - 1  # noqa: E731
+    return {"uniform-random policy": evaluate_policy(cfg, G, uniform),
+            "greedy controller (knows z and the dynamics)": evaluate_policy(cfg, G, lambda e, s: e.greedy_action())}
+
+
+@contextmanager
+def timed(times: dict, key: str):
+    t0 = time.perf_counter()
+    yield
+    times[key] = times.get(key, 0.0) + time.perf_counter() - t0
+
+
+def train_agent(cfg: Config, G, encoder, seed: int) -> dict:
+    """One SAC run on the task, observations through `encoder` (None = oracle) -> curve and timings."""
+    seed_everything(seed)
+    device, times, t_start = next(G.parameters()).device, {}, time.perf_counter()
+    if encoder is not None:
+        weights = {k: v.clone() for k, v in encoder.state_dict().items()}
+    with timed(times, "feature statistics"):
+        observer = Observer(encoder, G, cfg.stats_frames)
+    sac = SAC(observer.dim, G.latent_dim, SACConfig(hidden=cfg.hidden, gamma=cfg.gamma, init_alpha=cfg.init_alpha,
+                                                                lr_actor=cfg.lr_actor, lr_critic=cfg.lr_critic), device)
+    buffer = FeatureBuffer(cfg.env_steps, observer.dim, G.latent_dim, device)
+    env = GoalReaching(G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, seed)
+    sample_rng = torch.Generator(device=device).manual_seed(seed)
+    goal = observer.goal(env)
+    state = observer(env, goal)
+    steps, updates_due, updates, curve = 0, 0.0, 0, []
+
+    def point():
+        with timed(times, "evaluation"):
+            res = evaluate_policy(cfg, G, lambda e, s: sac.act(s, deterministic=True), observer)
+        curve.append({"env_steps": steps, **res})
+
+    point()
+    while steps < cfg.env_steps:
+        with timed(times, "acting"):
+            a = sac.act(state) if steps >= cfg.warmup else torch.rand(cfg.num_envs, G.latent_dim, device=device) * 2 - 1
+        with timed(times, "world + observation"):
+            r = env.step(a)  # (N,)
+            next_state = observer(env, goal)  # (N, S): the true successor, same goal
+        buffer.add(state, a, r, next_state)
+        steps += cfg.num_envs
+        if env.done:
+            with timed(times, "world + observation"):
+                env.reset()
+                goal = observer.goal(env)
+                next_state = observer(env, goal)  # (N, S): first frames of the new episodes
+        state = next_state
+        if steps >= cfg.warmup:
+            updates_due += cfg.num_envs * cfg.updates_per_step
+            with timed(times, "SAC updates"):
+                while updates < int(updates_due):
+                    sac.update(*buffer.sample(cfg.batch_size, sample_rng))
+                    updates += 1
+        if steps % cfg.eval_every < cfg.num_envs or steps >= cfg.env_steps:
+            point()
+    if encoder is not None and any(not torch.equal(v, weights[k]) for k, v in encoder.state_dict().items()):
+        raise RuntimeError("the frozen encoder changed during RL")  # cannot happen: features are computed no_grad
+    times = {k: round(v, 2) for k, v in times.items()}
+    return {"curve": curve, "final": curve[-1], "sac_updates": updates, "wall_time_s": round(time.perf_counter()
+            - t_start, 1), "time_s": times}
+
+
+# ---- CLI: one cached run per (encoder, seed), a Markdown table and a learning-curve plot -----------------------------
+def label_of(spec: str) -> str:
+    if spec in KEYWORDS:
+        return spec
+    p = Path(spec)
+    name = p.name if p.is_dir() else p.parent.name if p.name == "encoder.pt" and p.parent.name else p.stem
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "encoder"
+
+
+def load_agent_encoder(spec: str, cfg: Config, device):
+    """-> (encoder or None for the oracle, identity dict for the cache key). Raises FileNotFoundError / ValueError."""
+    if spec == "oracle":
+        return None, {"encoder": "oracle"}
+    if spec == "random-init":
+        return random_encoder("cnn", 32, cfg.random_init_seed).to(device), {"encoder": "random-init cnn-32",
+                                                                             "seed": cfg.random_init_seed}
+    try:
+        encoder, meta = load_encoder(spec, device)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; an --encoders entry is an encoder.pt, a run folder, or one of "
+                                f"{', '.join(KEYWORDS)}") from None
+    path = Path(spec) / "encoder.pt" if Path(spec).is_dir() else Path(spec)
+    return encoder, {"encoder": str(path.resolve()), "mtime_ns": path.stat().st_mtime_ns,
+                     "method": meta["config"].get("method", "?")}
+
+
+def mean_std(values, fmt="{:.2f}") -> str:
+    v = torch.tensor(values, dtype=torch.float64)
+    return fmt.format(v.mean()) if len(v) == 1 else f"{fmt.format(v.mean())} ± {fmt.format(v.std())}"
+
+
+def table(cfg: Config, rows: dict, refs: dict) -> str:
+    lines = [f"Goal reaching, {cfg.env_steps} env steps per run, H = {cfg.horizon}, return = -sum of distances "
+             f"(0 is best); mean ± std over seeds\n", "| agent | seeds | final return | final distance | time / seed |",
+             "|---|---|---|---|---|"]
+    for label, (ident, results) in rows.items():
+        name = label + (f" ({ident['method']})" if "method" in ident else "")
+        lines.append(f"| {name} | {len(results)} | {mean_std([r['final']['return'] for r in results])} | "
+                     f"{mean_std([r['final']['final_distance'] for r in results])} | "
+                     f"{sum(r['wall_time_s'] for r in results) / len(results):.0f} s |")
+    for name, res in refs.items():
+        lines.append(f"| *{name}* | – | {res['return']:.2f} | {res['final_distance']:.2f} | – |")
+    return "\n".join(lines)
+
+
+def plot(rows: dict, refs: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt, numpy as np
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, (_, results) in rows.items():
+        x = np.array([p["env_steps"] for p in results[0]["curve"]])
+        y = np.array([[p["return"] for p in r["curve"]] for r in results])  # (seeds, points)
+        line, = ax.plot(x, y.mean(0), label=f"{label} ({len(results)} seed{'s' * (len(results) > 1)})")
+        ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)  # seed spread: min to max
+    for (name, res), style in zip(refs.items(), (":", "--")):
+        ax.axhline(res["return"], color="gray", linestyle=style, label=name)
+    ax.set(xlabel="env steps", ylabel="evaluation return", title=title)
+    ax.legend(fontsize=7), ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)  # atomic
+
+
+def check(cfg: Config, seeds) -> None:
+    rules = {"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1, "horizon >= 1": cfg.horizon >= 1,
+             "0 <= mix <= 1": 0 <= cfg.mix <= 1, "0 <= ema < 1": 0 <= cfg.ema < 1, "warmup >= 0": cfg.warmup >= 0,
+             "updates_per_step >= 0": cfg.updates_per_step >= 0, "batch_size >= 1": cfg.batch_size >= 1,
+             "eval_every >= 1": cfg.eval_every >= 1, "eval_episodes >= 1": cfg.eval_episodes >= 1,
+             "stats_frames >= 2": cfg.stats_frames >= 2, "hidden >= 1": cfg.hidden >= 1,
+             "0 <= gamma < 1": 0 <= cfg.gamma < 1, "at least one seed": len(seeds) >= 1}
+    for rule, ok in rules.items():
+        if not ok:
+            raise ValueError(f"transfer needs {rule}")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--encoders", nargs="+", default=["oracle", "random-init"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    known, rest = p.parse_known_args(argv)
+    cfg = parse_config(Config, rest)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device, out = pick_device(cfg.device), Path(cfg.out)
+    try:
+        check(cfg, known.seeds)
+        G = load_generator(cfg.generator, device)
+        labels = [label_of(s) for s in known.encoders]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"two --encoders share a label ({labels}): give each run its own folder name")
+        agents = {lab: load_agent_encoder(s, cfg, device) for lab, s in zip(labels, known.encoders)}  # all checked
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
+    out.mkdir(parents=True, exist_ok=True)
+    gen = Path(cfg.generator).resolve()
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "threads", "out", "recompute")}
+    settings.update(generator=str(gen), generator_mtime_ns=gen.stat().st_mtime_ns)
+    print(f"generator {cfg.generator} | device {device} | agents {', '.join(labels)} | seeds {known.seeds}",
+          file=sys.stderr)
+    refs = cached_probe(out / "references.json", settings, lambda: references(cfg, G), cfg.recompute)
+    refs = {k: v for k, v in refs.items() if k != "key"}
+    rows = {}
+    for label, (encoder, ident) in agents.items():
+        for seed in known.seeds:
+            def compute():
+                print(f"{label} seed {seed}: training ...", file=sys.stderr)
+                return train_agent(cfg, G, encoder, seed)
+            res = cached_probe(out / f"{label}_s{seed}.json", {**settings, **ident, "seed": seed}, compute,
+                               cfg.recompute)
+            print(f"{label} seed {seed}: return {res['final']['return']:.2f}, distance "
+                  f"{res['final']['final_distance']:.3f}, {res['wall_time_s']} s {res['time_s']}", file=sys.stderr)
+            rows.setdefault(label, (ident, []))[1].append(res)
+    text = table(cfg, rows, refs)
+    print("\n" + text)
+    tmp = out / "results.md.tmp"
+    tmp.write_text(text + "\n")
+    os.replace(tmp, out / "results.md")
+    plot(rows, refs, out / "curves.png", f"goal reaching with {Path(cfg.generator).name}")
+    print(f"\nwrote {out / 'results.md'} and {out / 'curves.png'}", file=sys.stderr)
+    return {"rows": rows, "references": refs}
+
+
+if __name__ == "__main__":
+    main()
