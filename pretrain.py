@@ -60,6 +60,7 @@ class Config:
     checkpoint_every: int = 250  # updates between resumable checkpoints
     probe: bool = True  # finish with the linear probe on `data` (evaluate.py)
     probe_images: int = 0  # 0 = the whole split; n = only the first n train / n // 5 test images (quick checks)
+    probe_split: str = "test"  # "test", or "val": fit on 90 % of train, score the other 10 % (tune on this)
     overwrite: bool = False  # redo a finished run of the same name
 
 
@@ -304,7 +305,8 @@ def main(argv=None) -> dict:
         sys.exit(f"error: --method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     for rule, ok in {"updates >= 1": cfg.updates >= 1, "batch_size >= 2": cfg.batch_size >= 2,
                      "temperature > 0": cfg.temperature > 0, "lr > 0": cfg.lr > 0,
-                     "apt_k < batch_size": cfg.apt_k < cfg.batch_size}.items():
+                     "apt_k < batch_size": cfg.apt_k < cfg.batch_size,
+                     "probe_split in (test, val)": cfg.probe_split in ("test", "val")}.items():
         if not ok:
             sys.exit(f"error: pretrain needs {rule}")
     cfg.name = cfg.name or f"{cfg.method}_s{cfg.seed}"
@@ -332,11 +334,16 @@ def main(argv=None) -> dict:
     result = {"method": cfg.method, "seed": cfg.seed, "updates": cfg.updates, "wall_time_s": round(run.wall, 1)}
     if cfg.probe:
         from evaluate import linear_probe
-        xte, yte, _ = load_split(cfg.data, "test")
-        n = cfg.probe_images or len(run.x)
-        train, test = (run.x[:n], run.y[:n]), (xte[:max(n // 5, 1)], yte[:max(n // 5, 1)])
+        if cfg.probe_split == "val":  # a fixed 10 % of train: settings are chosen here, never on the test split
+            perm = torch.randperm(len(run.x), generator=torch.Generator().manual_seed(0))
+            (xtr, ytr), (xte, yte) = [(run.x[i], run.y[i]) for i in (perm[len(perm) // 10:], perm[:len(perm) // 10])]
+        else:
+            (xtr, ytr), (xte, yte, _) = (run.x, run.y), load_split(cfg.data, "test")
+        n = cfg.probe_images or len(xtr)
+        train, test = (xtr[:n], ytr[:n]), (xte[:max(n // 5, 1)], yte[:max(n // 5, 1)])
         with run.timed("linear probe"):
-            result["linear_probe"] = round(linear_probe(run.model.encoder, train, test, device=run.device), 4)
+            key = "linear_probe" if cfg.probe_split == "test" else "linear_probe_val"
+            result[key] = round(linear_probe(run.model.encoder, train, test, device=run.device), 4)
     result["stage_s"] = {k: round(v, 1) for k, v in run.stage_s.items()}  # where the time went
     _atomic_save_text(json.dumps(result, indent=1), out / "result.json")
     (out / "ckpt.pt").unlink(missing_ok=True)

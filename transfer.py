@@ -59,6 +59,7 @@ class Config:
     env_steps: int = 16384  # env transitions per (encoder, seed) run, warmup included
     num_envs: int = 16  # episodes run in lock-step (one batched G / encoder call per step)
     horizon: int = 16  # H: steps per episode (world.py's value)
+    distance: str = "metric"  # "metric": weighted by G's pixel sensitivity (docstring); "euclid": ||dz|| / sqrt(d)
     mix: float = 0.5  # w: action weight against the noise (pretraining's value; docstring: why it is enough)
     ema: float = 0.8  # rho: EMA persistence (pretraining's value)
     warmup: int = 1024  # env steps of uniform-random actions before SAC acts and learns
@@ -79,12 +80,30 @@ class Config:
     recompute: bool = False  # ignore cached results
 
 
+def distance_weights(G, kind: str = "metric", samples: int = 64, h: float = 0.1, seed: int = 0) -> torch.Tensor:
+    """-> W (d, d) with ||(z - z_goal) W|| the task's distance (module docstring). "euclid": W = I / sqrt(d).
+    "metric": W W^T = M / tr(M), M = E[J^T J] / P the mean pull-back of the pixel metric, J = dG(z, y)/dz (P, d)
+    by forward differences of step h at `samples` prior draws (G has no randomness of its own in eval mode)."""
+    d, dev = G.latent_dim, next(G.parameters()).device
+    if kind == "euclid":
+        return torch.eye(d, device=dev) / math.sqrt(d)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    z = torch.randn(samples, d, generator=g, device=dev)  # (n, d)
+    y = torch.randint(G.num_classes, (samples,), generator=g, device=dev)  # (n,)
+    with torch.no_grad():
+        x = G(z, y).flatten(1)  # (n, P)
+        J = torch.stack([(G(z + h * e, y).flatten(1) - x) / h for e in torch.eye(d, device=dev)], 2)  # (n, P, d)
+    M = torch.einsum("npi,npj->ij", J, J) / J.shape[:2].numel()  # (d, d), symmetric PSD
+    eigval, eigvec = torch.linalg.eigh(M / M.trace())  # M / tr M = V diag(l) V^T
+    return eigvec * eigval.clamp_min(0).sqrt()  # (d, d): W W^T = M / tr M
+
+
 class GoalReaching:
     """N goal-reaching episodes in lock-step on world.latent_step (module docstring). reset() starts new episodes in
     all envs; step(action (N, d) in [-1, 1]) -> reward (N,); frames() / goal_frames() decode (N, 3, 32, 32)."""
 
-    def __init__(self, G, num_envs: int, horizon: int, mix: float, ema: float, seed: int):
-        self.G, self.num_envs, self.horizon, self.mix, self.ema = G, num_envs, horizon, mix, ema
+    def __init__(self, G, num_envs: int, horizon: int, mix: float, ema: float, weights: torch.Tensor, seed: int):
+        self.G, self.num_envs, self.horizon, self.mix, self.ema, self.weights = G, num_envs, horizon, mix, ema, weights
         self.action_scale = math.sqrt(3)  # world.py's s: uniform actions get unit variance
         self.device = next(G.parameters()).device
         self.rng = torch.Generator(device=self.device).manual_seed(seed)  # the task's only random stream
@@ -101,11 +120,14 @@ class GoalReaching:
     def done(self) -> bool:
         return self.t >= self.horizon
 
+    def distance(self) -> torch.Tensor:
+        return goal_distance(self.z, self.z_goal, self.weights)  # (N,)
+
     def step(self, action: torch.Tensor) -> torch.Tensor:
         self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(), self.mix, self.ema,
                              self.action_scale)  # (N, d), world.py's transition
         self.t += 1
-        return goal_reward(self.z, self.z_goal)  # (N,)
+        return -self.distance()  # (N,) the reward
 
     def greedy_action(self) -> torch.Tensor:
         """Reference controller that knows z and the dynamics: mean of z_t+1 on the goal, clipped -> (N, d)."""
@@ -121,9 +143,9 @@ class GoalReaching:
         return self.G(self.z_goal, self.y)  # (N, 3, 32, 32)
 
 
-def goal_reward(z: torch.Tensor, z_goal: torch.Tensor) -> torch.Tensor:
-    """r = -||z - z_goal|| / sqrt(d): z, z_goal (N, d) -> (N,). ~ -sqrt(2) for independent N(0, I) latents."""
-    return -(z - z_goal).norm(dim=1) / math.sqrt(z.shape[1])
+def goal_distance(z: torch.Tensor, z_goal: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """||(z - z_goal) W||: z, z_goal (N, d), W (d, d) -> (N,). ~sqrt(2) for independent N(0, I) latents."""
+    return ((z - z_goal) @ weights).norm(dim=1)
 
 
 class Observer:
@@ -177,21 +199,23 @@ class FeatureBuffer:
         return self.s[i], self.a[i], self.r[i], self.s2[i]  # (B, S), (B, A), (B,), (B, S)
 
 
-def evaluate_policy(cfg: Config, G, act, observer: Observer | None = None) -> dict:
+def evaluate_policy(cfg: Config, G, weights, act, observer: Observer | None = None) -> dict:
     """Mean return and final distance of act(env, s) -> (N, d) on the fixed evaluation episodes."""
-    env = GoalReaching(G, cfg.eval_episodes, cfg.horizon, cfg.mix, cfg.ema, EVAL_SEED)
+    env = GoalReaching(G, cfg.eval_episodes, cfg.horizon, cfg.mix, cfg.ema, weights, EVAL_SEED)
     goal, ret = observer.goal(env) if observer else None, 0.0
     while not env.done:
         r = env.step(act(env, observer(env, goal) if observer else None))  # (E,)
         ret = ret + r
-    return {"return": ret.mean().item(), "final_distance": -r.mean().item()}
+    euclid = goal_distance(env.z, env.z_goal, distance_weights(G, "euclid"))  # (E,) for reference
+    return {"return": ret.mean().item(), "final_distance": -r.mean().item(), "final_euclid": euclid.mean().item()}
 
 
-def references(cfg: Config, G) -> dict:
+def references(cfg: Config, G, weights) -> dict:
     g = torch.Generator(device=next(G.parameters()).device).manual_seed(EVAL_SEED)
     uniform = lambda env, s: torch.rand(env.z.shape, generator=g, device=g.device) * 2 - 1  # noqa: E731
-    return {"uniform-random policy": evaluate_policy(cfg, G, uniform),
-            "greedy controller (knows z and the dynamics)": evaluate_policy(cfg, G, lambda e, s: e.greedy_action())}
+    return {"uniform-random policy": evaluate_policy(cfg, G, weights, uniform),
+            "greedy controller (knows z and the dynamics)": evaluate_policy(cfg, G, weights,
+                                                                            lambda env, s: env.greedy_action())}
 
 
 @contextmanager
@@ -201,18 +225,18 @@ def timed(times: dict, key: str):
     times[key] = times.get(key, 0.0) + time.perf_counter() - t0
 
 
-def train_agent(cfg: Config, G, encoder, seed: int) -> dict:
+def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
     """One SAC run on the task, observations through `encoder` (None = oracle) -> curve and timings."""
     seed_everything(seed)
     device, times, t_start = next(G.parameters()).device, {}, time.perf_counter()
     if encoder is not None:
-        weights = {k: v.clone() for k, v in encoder.state_dict().items()}
+        frozen = {k: v.clone() for k, v in encoder.state_dict().items()}  # checked at the end
     with timed(times, "feature statistics"):
         observer = Observer(encoder, G, cfg.stats_frames)
     sac = SAC(observer.dim, G.latent_dim, SACConfig(hidden=cfg.hidden, gamma=cfg.gamma, init_alpha=cfg.init_alpha,
                                                                 lr_actor=cfg.lr_actor, lr_critic=cfg.lr_critic), device)
     buffer = FeatureBuffer(cfg.env_steps, observer.dim, G.latent_dim, device)
-    env = GoalReaching(G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, seed)
+    env = GoalReaching(G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, weights, seed)
     sample_rng = torch.Generator(device=device).manual_seed(seed)
     goal = observer.goal(env)
     state = observer(env, goal)
@@ -220,7 +244,7 @@ def train_agent(cfg: Config, G, encoder, seed: int) -> dict:
 
     def point():
         with timed(times, "evaluation"):
-            res = evaluate_policy(cfg, G, lambda e, s: sac.act(s, deterministic=True), observer)
+            res = evaluate_policy(cfg, G, weights, lambda env, s: sac.act(s, deterministic=True), observer)
         curve.append({"env_steps": steps, **res})
 
     point()
@@ -246,7 +270,7 @@ def train_agent(cfg: Config, G, encoder, seed: int) -> dict:
                     updates += 1
         if steps % cfg.eval_every < cfg.num_envs or steps >= cfg.env_steps:
             point()
-    if encoder is not None and any(not torch.equal(v, weights[k]) for k, v in encoder.state_dict().items()):
+    if encoder is not None and any(not torch.equal(v, frozen[k]) for k, v in encoder.state_dict().items()):
         raise RuntimeError("the frozen encoder changed during RL")  # cannot happen: features are computed no_grad
     times = {k: round(v, 2) for k, v in times.items()}
     return {"curve": curve, "final": curve[-1], "sac_updates": updates, "wall_time_s": round(time.perf_counter()
@@ -325,7 +349,8 @@ def check(cfg: Config, seeds) -> None:
              "updates_per_step >= 0": cfg.updates_per_step >= 0, "batch_size >= 1": cfg.batch_size >= 1,
              "eval_every >= 1": cfg.eval_every >= 1, "eval_episodes >= 1": cfg.eval_episodes >= 1,
              "stats_frames >= 2": cfg.stats_frames >= 2, "hidden >= 1": cfg.hidden >= 1,
-             "0 <= gamma < 1": 0 <= cfg.gamma < 1, "at least one seed": len(seeds) >= 1}
+             "0 <= gamma < 1": 0 <= cfg.gamma < 1,
+             "distance in ('metric', 'euclid')": cfg.distance in ("metric", "euclid"), "at least one seed": len(seeds) >= 1}
     for rule, ok in rules.items():
         if not ok:
             raise ValueError(f"transfer needs {rule}")
@@ -355,14 +380,15 @@ def main(argv=None) -> dict:
     settings.update(generator=str(gen), generator_mtime_ns=gen.stat().st_mtime_ns)
     print(f"generator {cfg.generator} | device {device} | agents {', '.join(labels)} | seeds {known.seeds}",
           file=sys.stderr)
-    refs = cached_probe(out / "references.json", settings, lambda: references(cfg, G), cfg.recompute)
+    weights = distance_weights(G, cfg.distance)  # (d, d)
+    refs = cached_probe(out / "references.json", settings, lambda: references(cfg, G, weights), cfg.recompute)
     refs = {k: v for k, v in refs.items() if k != "key"}
     rows = {}
     for label, (encoder, ident) in agents.items():
         for seed in known.seeds:
             def compute():
                 print(f"{label} seed {seed}: training ...", file=sys.stderr)
-                return train_agent(cfg, G, encoder, seed)
+                return train_agent(cfg, G, weights, encoder, seed)
             res = cached_probe(out / f"{label}_s{seed}.json", {**settings, **ident, "seed": seed}, compute,
                                cfg.recompute)
             print(f"{label} seed {seed}: return {res['final']['return']:.2f}, distance "

@@ -105,6 +105,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--method", "magic"], "--method must be one of"),
     (["--temperature", "0"], "temperature > 0"),
+    (["--probe-split", "train"], "probe_split in (test, val)"),
     (["--generator", "nowhere.pt", "--no-probe"], "not found"),
 ])
 def test_bad_flags_give_one_clear_error(tmp_path, args, message):
@@ -112,3 +113,16 @@ def test_bad_flags_give_one_clear_error(tmp_path, args, message):
     assert r.returncode != 0
     assert r.stderr.strip().splitlines()[-1].startswith("error:") and message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_validation_probe_never_reads_the_test_split(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    real = pretrain.load_split
+
+    def train_only(data, split, download=False):
+        assert split == "train", "the validation probe read the test split"
+        return real(data, split, download)
+    monkeypatch.setattr(pretrain, "load_split", train_only)
+    result = pretrain.main(["--updates", "3", "--batch-size", "32", "--num-envs", "8", "--generator", SHIPPED,
+                            "--probe-split", "val", "--probe-images", "2000", "--name", "v"])
+    assert 0 <= result["linear_probe_val"] <= 1 and "linear_probe" not in result

@@ -111,3 +111,18 @@ def test_persistence_consecutive_frames_are_closer_than_random_same_class(tiny_G
     frames, labels, _ = rollout(world, 32, seed=0)
     consecutive, same_class = persistence(frames, labels, 8)
     assert consecutive > same_class
+
+
+def test_one_generator_call_per_step_and_info_is_never_mutated(tiny_G):
+    calls = []
+    tiny_G.register_forward_hook(lambda mod, inp, out: calls.append(len(out)))
+    world = make_world(tiny_G, horizon=2)
+    world.reset()
+    calls.clear()
+    _, first = world.step(torch.zeros(4, 8))
+    kept = {k: v.clone() for k, v in first.items()}
+    _, second = world.step(torch.zeros(4, 8))  # done step: last frames + the new episodes' first frames
+    assert calls == [4, 8]  # one batched decode per step, also on the reset step
+    world.step(torch.zeros(4, 8))  # more steps (and a reset) must leave earlier info untouched
+    assert all(torch.equal(kept[k], first[k]) for k in kept)
+    assert second["t"].eq(2).all() and world.t.eq(1).all()
