@@ -1,0 +1,134 @@
+"""Tests for transfer.py on the tiny untrained generator: the reward's formula, a frozen encoder, determinism, the
+oracle learning, the cache and bad inputs. ~20 s on one CPU thread."""
+import json
+import math
+
+import pytest
+import torch
+
+import transfer
+from generator import make_encoder, save_generator
+from world import latent_step
+
+
+def tiny_cfg(**kw):
+    """A budget of seconds: 2,048 env steps, ~450 SAC updates of a small network."""
+    base = dict(env_steps=2048, num_envs=32, warmup=256, updates_per_step=0.25, hidden=64, eval_every=1024,
+                eval_episodes=64, stats_frames=256)
+    return transfer.Config(**{**base, **kw})
+
+
+def tiny_encoder():
+    torch.manual_seed(1)
+    return make_encoder("cnn", 4)  # (B, 32) features; left in train mode with grads on, on purpose
+
+
+def save_tiny_encoder(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": "encoder", "encoder": "cnn", "width": 4, "state_dict": tiny_encoder().state_dict(),
+                "config": {"method": "palmup", "seed": 0}, "finished": True, "wall_time_s": 1.0}, path)
+    return path
+
+
+def test_metric_weights_are_the_pixel_metric_pulled_back(tiny_G):
+    """W W^T = M / tr M with M = mean_n J_n^T J_n / P, J_n the Jacobian of G at (z_n, y_n) (forward-mode autograd here,
+    finite differences in transfer.py: float32 round-off bounds the agreement to ~1e-3 of the diagonal's ~1/8)."""
+    W = transfer.distance_weights(tiny_G, "metric", samples=8, h=1e-3, seed=3)
+    g = torch.Generator().manual_seed(3)  # the same draws as distance_weights
+    z, y = torch.randn(8, 8, generator=g), torch.randint(3, (8,), generator=g)
+    M = torch.zeros(8, 8)
+    for n in range(8):
+        J = torch.autograd.functional.jacobian(lambda v: tiny_G(v[None], y[n:n + 1]).flatten(), z[n],
+                                               vectorize=True, strategy="forward-mode")  # (P, d)
+        M += J.T @ J / (8 * J.shape[0])
+    torch.testing.assert_close(W @ W.T, M / M.trace(), rtol=2e-2, atol=1e-3)
+    torch.testing.assert_close(transfer.distance_weights(tiny_G, "euclid"), torch.eye(8) / math.sqrt(8))
+
+
+@pytest.mark.parametrize("kind", ["metric", "euclid"])
+def test_reward_is_minus_the_distance_after_the_world_step(tiny_G, kind):
+    W = transfer.distance_weights(tiny_G, kind, samples=8)
+    env = transfer.GoalReaching(tiny_G, 5, 4, 0.5, 0.8, W, seed=0)
+    M = W @ W.T  # M / tr M
+    for _ in range(4):
+        z, rng = env.z.clone(), env.rng.get_state()
+        a = torch.rand(5, 8) * 2 - 1
+        r = env.step(a)
+        eps = torch.randn(5, 8, generator=torch.Generator().set_state(rng))  # the noise the step drew
+        torch.testing.assert_close(env.z, latent_step(z, a, eps, 0.5, 0.8, math.sqrt(3)))  # world.py's transition
+        for i in range(5):
+            dz = (env.z[i] - env.z_goal[i]).tolist()
+            want = -math.sqrt(sum(dz[j] * M[j, k].item() * dz[k] for j in range(8) for k in range(8)))
+            if kind == "euclid":
+                assert want == pytest.approx(-math.sqrt(sum(v * v for v in dz) / 8), rel=1e-5)
+            assert r[i].item() == pytest.approx(want, rel=1e-4)
+    assert env.done
+
+
+def test_oracle_beats_uniform_random_on_a_tiny_budget(tiny_G):
+    cfg = tiny_cfg()
+    W = transfer.distance_weights(tiny_G)
+    refs = transfer.references(cfg, tiny_G, W)
+    lo, hi = refs["uniform-random policy"]["return"], refs["greedy controller (knows z)"]["return"]
+    assert hi > lo + 5  # the task leaves room to learn
+    res = transfer.train_agent(cfg, tiny_G, W, None, seed=0)
+    assert res["sac_updates"] == (2048 - 256 + 32) // 4  # from the world step that completes the warmup on
+    assert res["final"]["return"] > lo + 0.25 * (hi - lo), (res["curve"], refs)
+
+
+def test_encoder_stays_frozen_and_same_seed_gives_same_returns(tiny_G):
+    cfg = tiny_cfg(env_steps=512, eval_every=256, eval_episodes=16)
+    W = transfer.distance_weights(tiny_G, samples=8)
+    encoder = tiny_encoder()  # train mode, requires_grad: BatchNorm would drift if transfer let it
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    first = transfer.train_agent(cfg, tiny_G, W, encoder, seed=0)
+    for k, v in encoder.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in encoder.parameters())
+    again = transfer.train_agent(cfg, tiny_G, W, encoder, seed=0)
+    other = transfer.train_agent(cfg, tiny_G, W, encoder, seed=1)
+    assert first["curve"] == again["curve"]
+    assert first["curve"][-1]["return"] != other["curve"][-1]["return"]
+
+
+def test_cli_writes_table_plot_and_reuses_its_cache(tiny_G, tmp_path, monkeypatch, capsys):
+    gen = tmp_path / "tiny_gan.pt"
+    save_generator(tiny_G, gen, {}, ["a", "b", "c"])
+    enc = save_tiny_encoder(tmp_path / "runs" / "tiny_palmup" / "encoder.pt")
+    args = ["--generator", str(gen), "--out", str(tmp_path / "transfer"), "--encoders", "oracle", str(enc.parent),
+            "--seeds", "0", "1", "--env-steps", "256", "--warmup", "64", "--eval-every", "128",
+            "--eval-episodes", "8", "--stats-frames", "64", "--hidden", "16"]
+    out = transfer.main(args)
+    assert set(out["rows"]) == {"oracle", "tiny_palmup"} and len(out["rows"]["tiny_palmup"][1]) == 2
+    for f in ("oracle_s0.json", "oracle_s1.json", "tiny_palmup_s0.json", "tiny_palmup_s1.json", "references.json",
+              "results.md", "curves.png"):
+        assert (tmp_path / "transfer" / f).is_file(), f
+    assert not list((tmp_path / "transfer").glob("*.tmp"))
+    table = (tmp_path / "transfer" / "results.md").read_text()
+    assert "| tiny_palmup (palmup) | 2 |" in table and "uniform-random policy" in table
+    cached = json.loads((tmp_path / "transfer" / "oracle_s1.json").read_text())
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached row was recomputed")
+    monkeypatch.setattr(transfer, "train_agent", no_training)
+    again = transfer.main(args)
+    assert again["rows"]["oracle"][1][1]["curve"] == cached["curve"]
+    with pytest.raises(AssertionError, match="recomputed"):  # a changed setting is not served from the cache
+        transfer.main(args + ["--gamma", "0.7"])
+
+
+@pytest.mark.parametrize("what, message", [("missing", "not found"), ("corrupt", "corrupt"),
+                                           ("flag", "0 <= mix <= 1"), ("clash", "same label")])
+def test_bad_inputs_give_one_clear_error(tiny_G, tmp_path, what, message):
+    gen = tmp_path / "tiny_gan.pt"
+    save_generator(tiny_G, gen, {}, ["a", "b", "c"])
+    bad = tmp_path / "runs" / "broken" / "encoder.pt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a torch file")
+    args = {"missing": ["--encoders", str(tmp_path / "nowhere.pt")], "corrupt": ["--encoders", str(bad)],
+            "flag": ["--mix", "1.5"], "clash": ["--encoders", str(bad), str(bad.parent)]}[what]
+    with pytest.raises(SystemExit) as e:
+        transfer.main(["--generator", str(gen), "--out", str(tmp_path / "t")] + args)
+    text = str(e.value.code)
+    assert text.startswith("error:") and message in text and "\n" not in text
+    assert not (tmp_path / "t").exists()  # nothing trained, nothing written
