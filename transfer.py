@@ -7,12 +7,13 @@ The task: goal reaching in the latent world (world.py). N episodes run in lock-s
         a_t   ~ pi(s_t) in [-1, 1]^d                      d = G's latent size: the world's action
         z_t+1 = world.latent_step(z_t, a_t, eps_t)        the world's transition, eps_t ~ N(0, I)
         r_t   = -||(z_t+1 - z_goal) W||                   W W^T = M / tr M: the "metric" distance
-M = E[J^T J] / P, J = dG(z, y)/dz (P pixels, mean over the prior), pulls the pixel metric back to the latent: each
-direction counts as much as it changes the picture. Like ||dz|| / sqrt(d) (`--distance euclid`, M = I) it is ~sqrt(2)
-between independent N(0, I) latents. Not the plain ||dz||: most of z does not show. With the embedded generator 8
-of M's 64 eigen-directions hold 95 % of its trace; a ridge regression recovers 5-8 % of z's variance from the
-features of the encoders tried, but 68-75 % of the M-weighted z. With the plain distance the image agents do not
-learn. A reward on the pixels, -RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z far off the prior.
+M = E[J^T J] / P, J = dG(z, y)/dz (P pixels, mean over the prior), is the pixel metric pulled back to the latent
+space (Arvanitidis et al. 2018, "Latent space oddity"), averaged: each direction counts as much as it changes the
+picture. Like ||dz|| / sqrt(d) (`--distance euclid`, M = I) it is ~sqrt(2) between independent N(0, I) latents.
+Not the plain ||dz||: most of z does not show. With the embedded generator 8 of M's 64 eigen-directions hold 95 %
+of its trace; a ridge regression recovers 5-8 % of z's variance from the features of the encoders tried, but
+68-75 % of the M-weighted z. With the plain distance the image agents end below uniform-random actions (-28.6 vs
+-22.4, README). A reward on the pixels, -RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off the prior.
 The agent never sees a latent, except the "oracle", whose s_t = [z_t, z_goal]. Every agent is agent.SAC with the
 same settings, env steps and seeds. A curve point is the mean return (sum of the H rewards) of the deterministic
 policy tanh(mean) on fixed evaluation episodes, the same for every agent and seed (paired comparisons). References:
@@ -22,13 +23,13 @@ policy tanh(mean) on fixed evaluation episodes, the same for every agent and see
 World coefficients: pretraining's (w = 0.5, rho = 0.8, s = sqrt(3)), so Palm-up's encoder sees its own world. They
 leave enough control: a unit action moves z by sqrt(1 - rho^2) w s = 0.52, as much as the noise's std per step,
 and holding z on a goal needs |a| = (1 - rho) |z_goal| / 0.52 < 1 for 99 % of the coordinates. Embedded generator,
-H = 16: uniform-random -22.1, greedy -9.7, the oracle's SAC -11.7. Our SAC settings beat agent.SACConfig's (-13.9,
+H = 16: uniform-random -22.1, greedy -9.7, the oracle's SAC -11.6. Our SAC settings beat agent.SACConfig's (-13.9,
 twice slower) on the oracle (README). Features are standardised with the mean / std of random frames G(z, y), as
 in the linear probe: SAC gets inputs of one scale whatever the encoder. Replay holds the features (s, a, r, s'),
 not agent.ReplayBuffer's uint8 frames: they never change (frozen encoder), and no frame is re-encoded per update.
 s' of an episode's last step is its true successor, same goal; agent.SAC always bootstraps (time limit).
 
-    python transfer.py                                      # oracle vs random-init, 1 seed, references (~3 min)
+    python transfer.py                  # oracle vs random-init, 1 seed, references: ~2.5 min on one CPU thread
     python transfer.py --encoders runs/palmup_s0 runs/genrep_s0/encoder.pt random-init oracle --seeds 0 1 2
     python transfer.py --generator checkpoints/cifar10_gan.pt --out runs/transfer_cifar10 --encoders ...
 Besides the Config flags: --encoders (encoder.pt files or run folders of pretrain.py, or the keywords oracle and
@@ -259,7 +260,7 @@ def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
                     updates += 1
         if steps % cfg.eval_every < cfg.num_envs or steps >= cfg.env_steps:
             point()
-    if any(not torch.equal(v, frozen[k]) for k, v in (encoder.state_dict().items() if encoder else [])):
+    if any(not torch.equal(v, frozen[k]) for k, v in (encoder.state_dict() if encoder is not None else {}).items()):
         raise RuntimeError("the frozen encoder changed during RL")  # cannot happen: features are taken no_grad
     return {"curve": curve, "final": curve[-1], "sac_updates": updates, "wall_time_s": round(
         time.perf_counter() - t_start, 1), "time_s": {k: round(v, 1) for k, v in times.items()}}
@@ -301,7 +302,7 @@ def table(cfg: Config, rows: dict, refs: dict) -> str:
     lines = [f"Goal reaching ({cfg.distance} distance, H = {cfg.horizon}, {cfg.env_steps} env steps per run). "
              f"Return: sum of -distances (0 is best), mean ± std over seeds. Gap closed: 0 % = uniform-random, "
              "100 % = greedy\n",
-             "| agent | seeds | final return | gap closed | final distance | time / seed |", "|---|---|---|---|---|---|"]
+             "| agent | seeds | final return | gap closed | final distance | time / seed |", "|---" * 6 + "|"]
     for ident, results in rows.values():
         ret = [r["final"]["return"] for r in results]
         closed = 100 * (sum(ret) / len(ret) - lo) / (hi - lo)
@@ -374,15 +375,19 @@ def main(argv=None) -> dict:
     weights = distance_weights(G, cfg.distance)  # (d, d)
     refs = cached_probe(out / "references.json", settings, lambda: references(cfg, G, weights), cfg.recompute)
     refs, rows = {k: v for k, v in refs.items() if k != "key"}, {}
-    for label, (encoder, ident) in agents.items():
-        for seed in known.seeds:
-            def run():
-                print(f"{label} seed {seed}: training", file=sys.stderr)
-                return train_agent(cfg, G, weights, encoder, seed)
-            res = cached_probe(out / f"{label}_s{seed}.json", {**settings, **ident, "seed": seed}, run, cfg.recompute)
-            print(f"{label} seed {seed}: return {res['final']['return']:.2f} | {res['wall_time_s']} s {res['time_s']}",
-                  file=sys.stderr)
-            rows.setdefault(label, (ident, []))[1].append(res)
+    try:
+        for label, (encoder, ident) in agents.items():
+            for seed in known.seeds:
+                def run():
+                    print(f"{label} seed {seed}: training", file=sys.stderr)
+                    return train_agent(cfg, G, weights, encoder, seed)
+                res = cached_probe(out / f"{label}_s{seed}.json", {**settings, **ident, "seed": seed}, run,
+                                   cfg.recompute)
+                print(f"{label} seed {seed}: return {res['final']['return']:.2f} | {res['wall_time_s']} s "
+                      f"{res['time_s']}", file=sys.stderr)
+                rows.setdefault(label, (ident, []))[1].append(res)
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted; the finished (encoder, seed) runs are cached in {out}: the same command goes on")
     text = table(cfg, rows, refs)
     print("\n" + text)
     tmp = out / "results.md.tmp"
