@@ -307,7 +307,7 @@ def load_generator(path, device="cpu") -> Generator:
 def make_encoder(name: str = "cnn", width: int = 32) -> nn.Module:
     """Encoder: images (B, 3, 32, 32) in [-1, 1] -> features (B, encoder.feature_dim).
 
-    "cnn": 4 conv layers (~5,600 img/s fwd+bwd on 2 CPU cores); "resnet18": torchvision's ResNet-18 with the
+    "cnn": 4 conv layers (~1,000 img/s fwd+bwd on 2 CPU cores, benchmarks/speed.py); "resnet18": torchvision's ResNet-18 with the
     usual CIFAR stem (3x3 conv, no max-pool), for GPU users."""
     if name == "cnn":
         chans = [3, width, 2 * width, 4 * width, 8 * width]
