@@ -3,7 +3,8 @@
 Each row is a measured rate and its ratio to the rate of the bare computation that bounds it:
   1. world      LatentWorld.step (env steps/s)   vs  the bare batched G(z, y) forward at the same batch size
                 (goal >= 0.9; the envs run in lock-step, so every `horizon`-th step also decodes the N new
-                episodes' first frames: the ceiling is H / (H + 1) = 0.94 for H = 16)
+                episodes' first frames: the ceiling is H / (H + 1) = 0.94 for H = 16), and the world's own
+                bookkeeping per step measured with a generator that costs nothing
   2. encoder    pretrain.py's update (img/s)     vs  the bare encoder forward + backward on the same images
                 (goal >= 0.8); once for the encoder step alone, once for the whole Palm-up iteration
                 (acting + world step + buffer + encoder + APT + SAC)
@@ -86,6 +87,15 @@ def main(argv=None) -> None:
                                              2 * cfg.min_time, dev))
         row(f"bare G(z, y) forward, batch {n}", bare, "frames/s")
         row(f"world.step, {n} envs", steps, "env steps/s", steps / bare, 0.9)
+    # The world's own bookkeeping (checks, noise, EMA, resets) with a generator that costs nothing: the part of
+    # world.step that is not G. Unlike the ratios above it hardly depends on how busy the CPU is.
+    stub = torch.nn.Linear(1, 1).to(dev)
+    stub.latent_dim, stub.num_classes, stub.forward = G.latent_dim, G.num_classes, lambda z, y: z
+    world = LatentWorld(stub, 64, seed=0)
+    world.reset()
+    a = torch.rand(64, G.latent_dim, device=dev) * 2 - 1
+    print(f"| world.step without G (bookkeeping), 64 envs | {1e6 / rate(lambda: world.step(a), cfg.min_time, dev):.0f}"
+          f" us/step | | |")
 
     # 2. encoder update vs bare encoder forward + backward ---------------------------------------------------
     pc = pretrain.Config(name="speed", generator=cfg.generator, device=str(dev), probe=False)
