@@ -271,9 +271,9 @@ class Run:
                 with self.timed("filmstrips, checkpoints, plots"):
                     _atomic_save(self.state(), self.dir / "ckpt.pt")
         bar.close()
+        self.wall += time.time() - t0  # the training loop only, as before the stage timers
         with self.timed("filmstrips, checkpoints, plots"):
             self.filmstrip(self.dir / "filmstrip_end.png")
-            self.wall += time.time() - t0
             self.save_encoder(finished=True)
             self.plot()
 

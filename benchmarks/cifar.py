@@ -49,11 +49,13 @@ def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
             cmd = [sys.executable, str(ROOT / "pretrain.py"), "--name", name, "--data", cfg.data, "--generator",
                    cfg.generator, "--updates", str(cfg.updates), "--device", cfg.device, *flags, *cfg.extra.split()]
             log = open(ROOT / "runs" / f"{name}.log", "w")
-            running.append((name, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), time.time()))
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            running.append((name, proc, log, time.time()))
         for job in list(running):
-            name, proc, t = job
+            name, proc, log, t = job
             if proc.poll() is not None:
                 running.remove(job)
+                log.close()
                 print(f"{name}: {'ok' if proc.returncode == 0 else f'FAILED (runs/{name}.log)'} "
                       f"({time.time() - t:.0f} s)", flush=True)
         time.sleep(0.5)
