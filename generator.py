@@ -12,7 +12,7 @@ This file is the bottom of the project. It holds
     python generator.py                                   # embedded digits, ~10 min on 2 CPU cores
     python generator.py --data ../shared/data/cifar10 --out checkpoints/cifar10_gan.pt --steps 20000
 """
-import argparse, dataclasses, hashlib, math, os, random, sys, time
+import argparse, ctypes, dataclasses, hashlib, math, os, random, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +43,23 @@ class Config:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """"auto" -> CUDA when present, else CPU. On the CPU it also tunes malloc (keep_freed_memory, below)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    if device.type == "cpu":
+        keep_freed_memory()
+    return device
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed buffers instead of handing them back to the OS: by default every batch's
+    activations above 128 KiB come from fresh pages that the kernel must fault in and zero, and on our 2-core CPU
+    that made the generator 1.3-1.9x slower (README, Performance). Linux/glibc only; elsewhere it does nothing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: every buffer comes from the heap, none from a fresh mmap
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap instead of returning it
 
 
 def seed_everything(seed: int) -> None:
@@ -217,7 +231,8 @@ class ConditionalBatchNorm(nn.BatchNorm2d):
         nn.init.zeros_(self.class_bias.weight)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) * self.class_gain(y)[:, :, None, None] + self.class_bias(y)[:, :, None, None]
+        gain, bias = self.class_gain(y)[:, :, None, None], self.class_bias(y)[:, :, None, None]  # (B, C, 1, 1) each
+        return torch.addcmul(bias, super().forward(x), gain)  # bias + BN(x) * gain, fused: one pass, one buffer
 
 
 class Generator(nn.Module):
@@ -237,8 +252,9 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(-1, 4 * self.width, 4, 4)  # (B, 4 * width, 4, 4)
         for norm, up in zip(self.norms, self.ups):
-            h = up(F.relu(norm(h, y)))  # 4 -> 8 -> 16 -> 32: (B, C, 2H, 2W)
-        return torch.tanh(self.out(F.relu(self.norms[-1](h, y))))  # (B, 3, 32, 32)
+            h = up(F.relu(norm(h, y), inplace=True))  # 4 -> 8 -> 16 -> 32: (B, C, 2H, 2W)
+        return torch.tanh(self.out(F.relu(self.norms[-1](h, y), inplace=True)))  # (B, 3, 32, 32)
+        # (the fused addcmul and in-place ReLU: 1.3x faster decoding at batch 64-256 on the CPU, fewer buffers)
 
 
 class Discriminator(nn.Module):

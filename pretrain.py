@@ -50,6 +50,7 @@ class Config:
     horizon: int = 16  # world: steps per episode (paper leaves it open)
     mix: float = 0.5  # world: weight of the action against fresh noise (paper leaves it open)
     ema: float = 0.8  # world: EMA persistence rho (paper leaves it open)
+    action_scale: float = 3 ** 0.5  # world: action gain s; sqrt(3) gives uniform actions unit variance (paper: open)
     apt_k: int = 12  # APT: neighbours in the particle estimate (URLB's value)
     buffer_size: int = 100_000  # replay transitions (each ~6 KB: two uint8 frames)
     warmup: int = 16  # world steps of uniform-random play that fill the buffer before the first update
@@ -123,7 +124,8 @@ class Run:
         if cfg.method in ("palmup", "random", "genrep"):
             self.G = load_generator(cfg.generator, self.device)
         if cfg.method in ("palmup", "random"):
-            self.world = LatentWorld(self.G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, seed=cfg.seed)
+            self.world = LatentWorld(self.G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale,
+                                     seed=cfg.seed)
             self.buffer = ReplayBuffer(cfg.buffer_size, self.G.latent_dim, device=self.device)
             if cfg.method == "palmup":  # --method random acts uniformly: no agent
                 self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, SACConfig(), self.device)
@@ -233,7 +235,8 @@ class Run:
     def filmstrip(self, path) -> None:
         if not hasattr(self, "world"):
             return
-        world = LatentWorld(self.G, 8, self.cfg.horizon, self.cfg.mix, self.cfg.ema, seed=12345)
+        world = LatentWorld(self.G, 8, self.cfg.horizon, self.cfg.mix, self.cfg.ema, self.cfg.action_scale,
+                            seed=12345)
         obs, frames = world.reset(), []
         for _ in range(self.cfg.horizon):
             a = self.sac.act(self.features(obs)) if self.cfg.method == "palmup" else \

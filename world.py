@@ -1,6 +1,6 @@
 """world.py — Fig. 1B: the generator's latent space as a world with temporally persistent dynamics.
 
-N environments run in lock-step on one batched generator call. Episode e of env i:
+N environments step together, in one batched generator call per step. Episode e of env i:
     y ~ Uniform{0..K-1}                 class "prompt", sampled at the start of the episode, held for all of it
     z_0 ~ N(0, I)                       the generator's own prior
     for t = 0 .. H-1:
@@ -49,9 +49,9 @@ class WorldConfig:
 
 def latent_step(z, action, eps, mix: float, ema: float, action_scale: float, ema_kind: str = "vp"):
     """One latent transition (module docstring): z (N, d), action (N, d), eps (N, d) -> z_next (N, d)."""
-    m = mix * action_scale * action + math.sqrt(1 - mix ** 2) * eps  # (N, d)
+    m = torch.add(math.sqrt(1 - mix ** 2) * eps, action, alpha=mix * action_scale)  # (N, d): w s a + sqrt(1-w^2) eps
     gain = math.sqrt(1 - ema ** 2) if ema_kind == "vp" else 1 - ema
-    return ema * z + gain * m
+    return torch.add(ema * z, m, alpha=gain)  # (N, d): rho z + gain m (fused: the world steps at batch 1 too)
 
 
 class LatentWorld:
@@ -61,7 +61,7 @@ class LatentWorld:
         next_obs (N, 3, 32, 32)  the frame the action led to: equals obs, except where done, where obs is
                                  already the first frame of the next episode (store (obs, a, next_obs) pairs!)
         z (N, d), y (N,), t (N,) the latent, label and time index (1..H) of next_obs
-        done (N,)                True on the step that ends an episode (t == H)
+        done (N,)                True on the step that ends an episode (t == H); the envs run in lock-step
     """
 
     def __init__(self, G, num_envs: int = 8, horizon: int = 16, mix: float = 0.5, ema: float = 0.8,
@@ -85,68 +85,70 @@ class LatentWorld:
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=self.rng, device=self.device)  # (n, d)
 
-    def _new_episodes(self, idx: torch.Tensor) -> None:
-        """Start fresh episodes in envs idx: a new class prompt and z_0 ~ N(0, I).
-        Out of place (clone, then write): tensors already handed out in `info` never change."""
-        self.y, self.z, self.t = self.y.clone(), self.z.clone(), self.t.clone()
-        self.y[idx] = torch.randint(self.num_classes, (len(idx),), generator=self.rng, device=self.device)
-        self.z[idx] = self._noise(len(idx))
-        self.t[idx] = 0
+    def _new_episodes(self) -> None:
+        """Start fresh episodes in all envs: new class prompts and z_0 ~ N(0, I) (new tensors: what was already
+        handed out in `info` never changes)."""
+        self.y = torch.randint(self.num_classes, (self.num_envs,), generator=self.rng, device=self.device)  # (N,)
+        self.z = self._noise(self.num_envs)  # (N, d)
+        self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # (N,)
 
     @torch.inference_mode()
     def reset(self) -> torch.Tensor:
-        self._new_episodes(torch.arange(self.num_envs, device=self.device))
+        self._new_episodes()
+        self._steps = 0  # the envs run in lock-step: one clock for all, kept in Python (no GPU sync to read it)
         return self.G(self.z, self.y)  # (N, 3, 32, 32)
 
     @torch.inference_mode()
     def step(self, action: torch.Tensor):
         if action.shape != (self.num_envs, self.latent_dim):
             raise ValueError(f"action must have shape {(self.num_envs, self.latent_dim)}, got {tuple(action.shape)}")
-        if not (action.abs() <= 1 + 1e-6).all():  # one check (one sync) for range and NaN: NaN <= 1 is False
+        if not torch.linalg.vector_norm(action, math.inf).item() <= 1 + 1e-6:  # max |a|: ONE op and sync for the
             bad = "NaN or inf" if not torch.isfinite(action).all() else f"max |a| = {action.abs().max().item():.3g}"
-            raise ValueError(f"action must lie in [-1, 1], got {bad}")
+            raise ValueError(f"action must lie in [-1, 1], got {bad}")  # range and for NaN (NaN <= 1 is False)
         self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(self.num_envs),
                              self.mix, self.ema, self.action_scale, self.ema_kind)  # (N, d), a new tensor
-        self.t = self.t + 1
-        done = self.t >= self.horizon  # (N,)
+        self._steps += 1
+        k = (self._steps - 1) % self.horizon + 1  # every env's time index 1..H
+        self.t = torch.full((self.num_envs,), k, dtype=torch.long, device=self.device)  # (N,)
+        done = torch.full((self.num_envs,), k == self.horizon, device=self.device)  # (N,) bool
         info = {"z": self.z, "y": self.y, "t": self.t, "done": done}
-        if not done.any():
+        if k < self.horizon:
             obs = self.G(self.z, self.y)  # (N, 3, 32, 32)
             return obs, dict(info, next_obs=obs)
-        # Auto-reset: the ended envs' last frames and the new episodes' first frames in ONE generator call
-        # (one call per step keeps the world close to the bare generator rate; BN is in eval mode, so the
-        # batch composition does not change any image).
-        idx = done.nonzero()[:, 0]  # (n_done,)
-        self._new_episodes(idx)
-        frames = self.G(torch.cat([info["z"], self.z[idx]]), torch.cat([info["y"], self.y[idx]]))  # (N + n_done, ...)
-        next_obs, obs = frames[:self.num_envs], frames[:self.num_envs].clone()  # (N, 3, 32, 32) each
-        obs[idx] = frames[self.num_envs:]
-        return obs, dict(info, next_obs=next_obs)
+        # Auto-reset: the episodes' last frames and the next episodes' first frames in ONE generator call (one call
+        # per step keeps the world close to the bare generator rate; G is in eval mode, so the batch composition
+        # changes no image). This extra decode sets the ceiling world / bare G = H / (H + 1) at best.
+        self._new_episodes()
+        frames = self.G(torch.cat([info["z"], self.z]), torch.cat([info["y"], self.y]))  # (2N, 3, 32, 32)
+        return frames[self.num_envs:], dict(info, next_obs=frames[:self.num_envs])  # new first frames; last frames
 
 
 def rollout(world: LatentWorld, steps: int, seed: int = 0):
-    """Uniform-random policy from a reset. Frame k is the successor of step k (k = 0: the reset frame).
+    """Uniform-random policy from a reset. Frame k is the successor of step k (k = 0: the reset frame); the first
+    frame of a later episode is not recorded (frame k+1 is then its successor, t = 1).
 
-    -> frames (steps + 1, N, 3, 32, 32), labels (steps + 1, N), latents (steps + 1, N, d)"""
+    -> frames (steps + 1, N, 3, 32, 32), labels (steps + 1, N), latents (steps + 1, N, d), times t (steps + 1, N)"""
     g = torch.Generator(device=world.device).manual_seed(seed)
-    frames, labels, latents = [world.reset()], [world.y.clone()], [world.z.clone()]
+    obs = world.reset()
+    frames, labels, latents, times = [obs], [world.y.clone()], [world.z.clone()], [world.t.clone()]
     for _ in range(steps):
         a = torch.rand(world.num_envs, world.latent_dim, generator=g, device=world.device) * 2 - 1  # (N, d)
         _, info = world.step(a)
         frames.append(info["next_obs"])
         labels.append(info["y"])
         latents.append(info["z"])
-    return torch.stack(frames), torch.stack(labels), torch.stack(latents)
+        times.append(info["t"])
+    return torch.stack(frames), torch.stack(labels), torch.stack(latents), torch.stack(times)
 
 
-def persistence(frames: torch.Tensor, labels: torch.Tensor, horizon: int) -> tuple[float, float]:
-    """Mean cosine similarity of consecutive frames (same episode) vs. random frames of the same class."""
+def persistence(frames: torch.Tensor, labels: torch.Tensor, times: torch.Tensor) -> tuple[float, float]:
+    """Mean cosine similarity of consecutive frames (same episode) vs. random frames of the same class.
+    frames (T, N, 3, 32, 32), labels and times (T, N) as rollout() returns them."""
     T, N = labels.shape
     flat = frames.reshape(T, N, -1)  # (T, N, 3072)
     flat = flat - flat.mean((0, 1))  # centre on the mean frame, so that cosine measures content, not brightness
     cos = torch.nn.functional.cosine_similarity
-    t = torch.arange(T - 1)
-    same_ep = (t == 0) | (t % horizon != 0)  # (T-1,): frames k = H, 2H, ... end an episode (rollout's layout)
+    same_ep = times[1:] == times[:-1] + 1  # (T-1, N): frame k+1 is frame k's successor, not a new episode's
     consecutive = cos(flat[:-1], flat[1:], dim=-1)[same_ep].mean().item()
     f, y = flat.reshape(T * N, -1), labels.reshape(-1)
     g = torch.Generator().manual_seed(0)
@@ -185,14 +187,14 @@ def main(argv=None) -> None:
         sys.exit(f"error: {e}")
     print(f"seed {cfg.seed} | generator {cfg.generator} | mix {cfg.mix} ema {cfg.ema} ({cfg.ema_kind}) H {cfg.horizon}")
     start = time.time()
-    frames, _, _ = rollout(world, cfg.steps, cfg.seed)
+    frames = rollout(world, cfg.steps, cfg.seed)[0]
     rate = cfg.steps * cfg.num_envs / (time.time() - start)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     save_filmstrip(frames, Path(cfg.out) / "filmstrip.png")
     save_gif(frames, Path(cfg.out) / "rollout.gif")
     big = rollout(LatentWorld(G, 64, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale, cfg.ema_kind, cfg.seed + 1),
                   8 * cfg.horizon, cfg.seed + 1)  # 64 envs x 8 episodes for the statistics
-    consecutive, same_class = persistence(big[0], big[1], cfg.horizon)
+    consecutive, same_class = persistence(big[0], big[1], big[3])
     print(f"{rate:.0f} env steps/s | Var(z) = {big[2].var().item():.3f} | cosine(o_t, o_t+1) = {consecutive:.3f}"
           f" vs random same-class pairs {same_class:.3f}")
     print(f"wrote {cfg.out}/filmstrip.png and {cfg.out}/rollout.gif")

@@ -5,7 +5,7 @@
 
 Every run is `python pretrain.py ...` with the same encoder, batch size and number of encoder updates (the budget),
 written to runs/<prefix>_<...>/; finished runs are skipped, so an interrupted table resumes. `--parallel N` runs N
-at once (useful on a GPU; on a 2-core CPU keep 1). The sweep never looks at the test images: pretrain.py's
+at once, each with cores / N torch threads unless OMP_NUM_THREADS is set (on a GPU it fills the card; on a 2-core CPU, 2 runs of 1 thread). The sweep never looks at the test images: pretrain.py's
 `--probe-split val` fits the probe on 90 % of the training set and scores the other 10 %.
 """
 import json, os, subprocess, sys, time
@@ -23,6 +23,9 @@ SWEEP = {  # knob -> values; the first value of each list is the default, run on
     "horizon": ["16", "4", "64"],
     "temperature": ["0.1", "0.05", "0.2"],
     "apt-k": ["12", "3", "48"],
+    "action-scale": ["1.732", "1.0", "3.0"],  # the world's action gain s
+    "num-envs": ["64", "16", "256"],  # update ratio: env transitions (and SAC acting) per encoder update
+    "width": ["32", "64"],  # encoder width (features 8 x width)
 }
 GENREP_SIGMAS = ["0.3", "0.6", "1.0"]
 
@@ -37,6 +40,7 @@ class Config:
     parallel: int = 1  # runs at once
     device: str = "auto"  # passed to pretrain.py
     extra: str = ""  # more pretrain.py flags for every run, e.g. "--encoder resnet18"
+    knobs: str = ""  # sweep: only these knobs, comma-separated (e.g. "width,num-envs"); "" = all
 
 
 def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
@@ -49,7 +53,9 @@ def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
             cmd = [sys.executable, str(ROOT / "pretrain.py"), "--name", name, "--data", cfg.data, "--generator",
                    cfg.generator, "--updates", str(cfg.updates), "--device", cfg.device, *flags, *cfg.extra.split()]
             log = open(ROOT / "runs" / f"{name}.log", "w")
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            threads = str(max(1, (os.cpu_count() or 1) // cfg.parallel))  # parallel runs share the cores, never
+            env = {"OMP_NUM_THREADS": threads, **os.environ}  # oversubscribe them (10x slower on 2 cores)
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((name, proc, log, time.time()))
         for job in list(running):
             name, proc, log, t = job
@@ -66,6 +72,11 @@ def result(name: str, key: str) -> str:
     return f"{100 * json.loads(path.read_text())[key]:.1f}" if path.exists() else "–"
 
 
+def wall(name: str) -> str:
+    path = ROOT / "runs" / name / "result.json"
+    return f"{json.loads(path.read_text())['wall_time_s'] / 60:.1f} min" if path.exists() else "–"
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     what = argv.pop(0) if argv and argv[0] in ("sweep", "table") else sys.exit("usage: cifar.py sweep|table [flags]")
@@ -73,24 +84,34 @@ def main(argv=None) -> None:
     (ROOT / "runs").mkdir(exist_ok=True)
     if what == "sweep":
         val = ["--probe-split", "val", "--seed", "0"]
+        knobs = cfg.knobs.split(",") if cfg.knobs else [*SWEEP, "genrep-sigma"]
+        if unknown := set(knobs) - {*SWEEP, "genrep-sigma"}:
+            sys.exit(f"error: unknown knob(s) {sorted(unknown)}; choose from {[*SWEEP, 'genrep-sigma']}")
         jobs = [(f"{cfg.prefix}_sweep_default", val)]
-        jobs += [(f"{cfg.prefix}_sweep_{k}{v}", val + [f"--{k}", v]) for k, vs in SWEEP.items() for v in vs[1:]]
-        jobs += [(f"{cfg.prefix}_sweep_genrep{s}", val + ["--method", "genrep", "--genrep-sigma", s])
-                 for s in GENREP_SIGMAS]
+        jobs += [(f"{cfg.prefix}_sweep_{k}{v}", val + [f"--{k}", v]) for k in knobs if k in SWEEP for v in SWEEP[k][1:]]
+        if "genrep-sigma" in knobs:
+            jobs += [(f"{cfg.prefix}_sweep_genrep{s}", val + ["--method", "genrep", "--genrep-sigma", s])
+                     for s in GENREP_SIGMAS]
         launch(jobs, cfg)
         print(f"\nvalidation linear probe (%), Palm-up, seed 0, {cfg.updates} updates; one knob changed at a time\n")
-        print("| knob | value | val probe |\n|---|---|---|")
-        print(f"| defaults | ema 0.8, mix 0.5, horizon 16, temperature 0.1, apt-k 12 | "
-              f"{result(f'{cfg.prefix}_sweep_default', 'linear_probe_val')} |")
-        for k, vs in SWEEP.items():
-            for v in vs[1:]:
-                print(f"| {k} | {v} | {result(f'{cfg.prefix}_sweep_{k}{v}', 'linear_probe_val')} |")
-        for s in GENREP_SIGMAS:
-            print(f"| genrep sigma | {s} | {result(f'{cfg.prefix}_sweep_genrep{s}', 'linear_probe_val')} |")
+        print("| knob | value | val probe | wall time |\n|---|---|---|---|")
+        row = lambda k, v, name: print(f"| {k} | {v} | {result(name, 'linear_probe_val')} | {wall(name)} |")  # noqa: E731
+        row("defaults", ", ".join(f"{k} {vs[0]}" for k, vs in SWEEP.items()), f"{cfg.prefix}_sweep_default")
+        for k in knobs:
+            for v in SWEEP.get(k, [None])[1:]:
+                row(k, v, f"{cfg.prefix}_sweep_{k}{v}")
+        if "genrep-sigma" in knobs:
+            for s in GENREP_SIGMAS:
+                row("genrep sigma", s, f"{cfg.prefix}_sweep_genrep{s}")
         return
     seeds = cfg.seeds.split(",")
     launch([(f"{cfg.prefix}_{m}_s{s}", ["--method", m, "--seed", s]) for s in seeds for m in METHODS], cfg)
     runs = [str(ROOT / "runs" / f"{cfg.prefix}_{m}_s{s}") for m in METHODS for s in seeds]
+    print("\n| method | wall time per run (pretrain.py's training loop, mean over seeds) |\n|---|---|")
+    for m in METHODS:
+        walls = [json.loads(p.read_text())["wall_time_s"] for s in seeds
+                 if (p := ROOT / "runs" / f"{cfg.prefix}_{m}_s{s}" / "result.json").exists()]
+        print(f"| {m} | {sum(walls) / len(walls) / 60:.1f} min |" if walls else f"| {m} | – |")
     subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *runs, "--data", cfg.data, "--device", cfg.device,
                     "--out", str(ROOT / "runs" / f"{cfg.prefix}_table.png")], cwd=ROOT, check=False)
 

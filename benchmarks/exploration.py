@@ -45,7 +45,7 @@ def knn_distance(x: torch.Tensor, k: int) -> float:
 def rollout(run: "pretrain.Run", policy: str, cfg: Config) -> torch.Tensor:
     """-> all frames visited by `policy` ("agent" or "random"): (episodes * H * N, 3, 32, 32)."""
     pc = run.cfg
-    world = LatentWorld(run.G, pc.num_envs, pc.horizon, pc.mix, pc.ema, seed=cfg.seed + 1000)
+    world = LatentWorld(run.G, pc.num_envs, pc.horizon, pc.mix, pc.ema, pc.action_scale, seed=cfg.seed + 1000)
     g = torch.Generator(device=run.device).manual_seed(cfg.seed)
     obs, frames = world.reset(), []
     for _ in range(cfg.episodes * pc.horizon):

@@ -2,9 +2,9 @@
 
 Each row is a measured rate and its ratio to the rate of the bare computation that bounds it:
   1. world      LatentWorld.step (env steps/s)   vs  the bare batched G(z, y) forward at the same batch size
-                (goal >= 0.9; the envs run in lock-step, so every `horizon`-th step also decodes the N new
-                episodes' first frames: the ceiling is H / (H + 1) = 0.94 for H = 16), and the world's own
-                bookkeeping per step measured with a generator that costs nothing
+                (goal >= 0.9; each episode of H steps also decodes its first frame, so the ceiling is about
+                H / (H + 1) = 0.94 for H = 16), and the world's own bookkeeping per step measured with a
+                generator that costs nothing
   2. encoder    pretrain.py's update (img/s)     vs  the bare encoder forward + backward on the same images
                 (goal >= 0.8); once for the encoder step alone, once for the whole Palm-up iteration
                 (acting + world step + buffer + encoder + APT + SAC)
@@ -49,14 +49,23 @@ def rate(fn, min_time: float, device: torch.device) -> float:
     return n / (time.perf_counter() - t)
 
 
-def paired(bare, target, min_time: float, device: torch.device, rounds: int = 3) -> tuple[float, float]:
-    """Best rate of each of two functions over `rounds` interleaved windows: a job that briefly shares the CPU
-    slows both sides alike instead of one."""
-    best = [0.0, 0.0]
-    for _ in range(rounds):
-        for i, fn in enumerate((bare, target)):
-            best[i] = max(best[i], rate(fn, min_time / rounds, device))
-    return best[0], best[1]
+def paired(bare, target, min_time: float, device: torch.device, block: int = 16) -> tuple[float, float]:
+    """Rates (calls/s) of two functions timed call by call in alternation, bare, target, bare, target, ...: a job
+    that shares the CPU for a while (2 cores, other tenants) slows both sides alike, so their RATIO stays honest
+    even when the rates themselves swing. Whole blocks of `block` pairs, so that a world with horizon 16 pays
+    for its resets in proportion."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    bare(), target(), sync()  # warm-up
+    spent, n = [0.0, 0.0], 0
+    while sum(spent) < min_time or n < block:
+        for _ in range(block):
+            for i, fn in enumerate((bare, target)):
+                t = time.perf_counter()
+                fn()
+                sync()
+                spent[i] += time.perf_counter() - t
+        n += block
+    return n / spent[0], n / spent[1]
 
 
 def row(name: str, value: float, unit: str, ratio=None, goal=None) -> None:
@@ -107,7 +116,7 @@ def main(argv=None) -> None:
 
     def bare_step():
         enc(x).square().mean().backward()  # forward + backward only: no head, no loss, no optimiser
-    bare, whole = (x.shape[0] * r for r in paired(bare_step, run.update, 3 * cfg.min_time, dev))
+    bare, whole = (x.shape[0] * r for r in paired(bare_step, run.update, 3 * cfg.min_time, dev, block=4))
     run.stage_s.clear()
     n_up = max(3, cfg.breakdown_updates)
     for _ in range(n_up):

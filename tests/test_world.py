@@ -78,14 +78,14 @@ def test_world_applies_the_recursion_step_by_step(tiny_G, monkeypatch):
 @pytest.mark.parametrize("ema", [0.0, 0.8, 0.95])
 def test_stationary_variance_under_random_actions(tiny_G, ema):
     world = make_world(tiny_G, num_envs=256, horizon=1000, ema=ema)
-    _, _, z = rollout(world, 60, seed=0)
+    z = rollout(world, 60, seed=0)[2]
     var = z[20:].var().item()  # after a burn-in; every step is N(0, I) already, so this is the whole path
     assert 0.8 <= var <= 1.2, var
 
 
 def test_plain_ema_shrinks_the_latents(tiny_G):
     world = make_world(tiny_G, num_envs=256, horizon=1000, ema=0.8, ema_kind="plain")
-    _, _, z = rollout(world, 60, seed=0)
+    z = rollout(world, 60, seed=0)[2]
     assert z[40:].var().item() < 0.2  # (1 - rho) / (1 + rho) = 0.11
 
 
@@ -108,8 +108,8 @@ def test_bad_inputs_raise(tiny_G):
 
 def test_persistence_consecutive_frames_are_closer_than_random_same_class(tiny_G):
     world = make_world(tiny_G, num_envs=32, horizon=8, ema=0.9)
-    frames, labels, _ = rollout(world, 32, seed=0)
-    consecutive, same_class = persistence(frames, labels, 8)
+    frames, labels, _, times = rollout(world, 32, seed=0)
+    consecutive, same_class = persistence(frames, labels, times)
     assert consecutive > same_class
 
 
@@ -126,3 +126,10 @@ def test_one_generator_call_per_step_and_info_is_never_mutated(tiny_G):
     world.step(torch.zeros(4, 8))  # more steps (and a reset) must leave earlier info untouched
     assert all(torch.equal(kept[k], first[k]) for k in kept)
     assert second["t"].eq(2).all() and world.t.eq(1).all()
+
+
+def test_rollout_times_mark_the_resets(tiny_G):
+    frames, labels, _, times = rollout(make_world(tiny_G, num_envs=6, horizon=4), 10, seed=0)
+    ok = times[1:] == times[:-1] + 1  # (T-1, N): consecutive frames of one episode
+    assert ok.sum() == 6 * (10 - 2) and not ok[4].any() and not ok[8].any()  # frames 4 and 8 end episodes
+    assert (labels[1:][ok] == labels[:-1][ok]).all()  # no class change inside an episode
