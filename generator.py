@@ -42,10 +42,13 @@ class Config:
     gan_test_epochs: int = 3  # epochs of the real-image classifier used for the GAN-test score
 
 
+TUNE_MALLOC = True  # pick_device calls keep_freed_memory on the CPU (benchmarks/speed.py --no-tune-malloc: off)
+
+
 def pick_device(name: str) -> torch.device:
     """"auto" -> CUDA when present, else CPU. On the CPU it also tunes malloc (keep_freed_memory, below)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
-    if device.type == "cpu":
+    if device.type == "cpu" and TUNE_MALLOC:
         keep_freed_memory()
     return device
 

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import SAC, SACConfig, apt_reward  # noqa: E402
 from generator import load_generator, load_split, parse_config, pick_device, to_float  # noqa: E402
 from world import LatentWorld  # noqa: E402
+import generator  # noqa: E402
 import pretrain  # noqa: E402
 
 
@@ -34,6 +35,7 @@ class Config:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     min_time: float = 1.0  # seconds each rate is measured for (after a warm-up call)
     breakdown_updates: int = 20  # updates of the default run measured for the breakdown
+    tune_malloc: bool = True  # generator.keep_freed_memory on the CPU; --no-tune-malloc measures without it
 
 
 def rate(fn, min_time: float, device: torch.device) -> float:
@@ -78,6 +80,7 @@ def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    generator.TUNE_MALLOC = cfg.tune_malloc  # before the first pick_device: the whole run with or without
     dev = pick_device(cfg.device)
     start = time.time()
     torch.manual_seed(0)

@@ -120,3 +120,21 @@ def test_image_folder_loading(tmp_path, monkeypatch):
     assert x[0, 0].float().mean() > 250 and x[-1, 2].float().mean() > 250  # red cat, blue dog
     with pytest.raises(FileNotFoundError):
         gen.load_split(str(tmp_path / "nowhere"), "train")
+
+
+def test_conditional_batchnorm_matches_its_formula():
+    torch.manual_seed(0)
+    cbn = gen.ConditionalBatchNorm(5, 3)
+    torch.nn.init.normal_(cbn.class_gain.weight), torch.nn.init.normal_(cbn.class_bias.weight)
+    cbn.running_mean.normal_(), cbn.running_var.uniform_(0.5, 2.0)
+    cbn.eval()
+    x, y = torch.randn(4, 5, 6, 6), torch.tensor([0, 2, 1, 2])
+    bn = (x - cbn.running_mean[:, None, None]) / torch.sqrt(cbn.running_var[:, None, None] + cbn.eps)
+    expected = bn * cbn.class_gain.weight[y][:, :, None, None] + cbn.class_bias.weight[y][:, :, None, None]
+    assert torch.allclose(cbn(x, y), expected, atol=1e-5)
+
+
+def test_pick_device_on_the_cpu_keeps_working_after_malloc_tuning():
+    assert gen.pick_device("cpu").type == "cpu"
+    gen.keep_freed_memory()  # idempotent; nothing to see but that allocations still work
+    assert torch.ones(1 << 20).sum().item() == 1 << 20
