@@ -24,7 +24,7 @@ SWEEP = {  # knob -> values; the first value of each list is the default, run on
     "temperature": ["0.1", "0.05", "0.2"],
     "apt-k": ["12", "3", "48"],
     "action-scale": ["1.732", "1.0", "3.0"],  # the world's action gain s
-    "num-envs": ["64", "16", "256"],  # update ratio: env transitions (and SAC acting) per encoder update
+    "num-envs": ["64", "16", "256", "1024"],  # update ratio: env transitions (and SAC acting) per encoder update
     "width": ["32", "64"],  # encoder width (features 8 x width)
 }
 GENREP_SIGMAS = ["0.3", "0.6", "1.0"]
