@@ -56,7 +56,7 @@ def pick_device(name: str) -> torch.device:
 def keep_freed_memory() -> None:
     """Ask glibc's malloc to keep freed buffers instead of handing them back to the OS: by default every batch's
     activations above 128 KiB come from fresh pages that the kernel must fault in and zero, and on our 2-core CPU
-    that made the generator 1.3-1.9x slower (README, Performance). Linux/glibc only; elsewhere it does nothing."""
+    that made the generator 1.2-1.8x slower (README, Performance). Linux/glibc only; elsewhere it does nothing."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -253,11 +253,11 @@ class Generator(nn.Module):
         self.out = nn.Conv2d(width, 3, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # In-place ReLU (and the fused cBN above): fewer buffers, 1.3x faster decoding at batch 64-256 on the CPU
         h = self.fc(z).view(-1, 4 * self.width, 4, 4)  # (B, 4 * width, 4, 4)
         for norm, up in zip(self.norms, self.ups):
             h = up(F.relu(norm(h, y), inplace=True))  # 4 -> 8 -> 16 -> 32: (B, C, 2H, 2W)
         return torch.tanh(self.out(F.relu(self.norms[-1](h, y), inplace=True)))  # (B, 3, 32, 32)
-        # (the fused addcmul and in-place ReLU: 1.3x faster decoding at batch 64-256 on the CPU, fewer buffers)
 
 
 class Discriminator(nn.Module):
@@ -326,8 +326,8 @@ def load_generator(path, device="cpu") -> Generator:
 def make_encoder(name: str = "cnn", width: int = 32) -> nn.Module:
     """Encoder: images (B, 3, 32, 32) in [-1, 1] -> features (B, encoder.feature_dim).
 
-    "cnn": 4 conv layers (~1,000 img/s fwd+bwd on 2 CPU cores, benchmarks/speed.py); "resnet18": torchvision's ResNet-18 with the
-    usual CIFAR stem (3x3 conv, no max-pool), for GPU users."""
+    "cnn": 4 conv layers (~1,400 img/s fwd+bwd on 2 CPU cores, benchmarks/speed.py); "resnet18": torchvision's
+    ResNet-18 with the usual CIFAR stem (3x3 conv, no max-pool), for GPU users."""
     if name == "cnn":
         chans = [3, width, 2 * width, 4 * width, 8 * width]
         layers = []

@@ -102,9 +102,10 @@ class LatentWorld:
     def step(self, action: torch.Tensor):
         if action.shape != (self.num_envs, self.latent_dim):
             raise ValueError(f"action must have shape {(self.num_envs, self.latent_dim)}, got {tuple(action.shape)}")
-        if not torch.linalg.vector_norm(action, math.inf).item() <= 1 + 1e-6:  # max |a|: ONE op and sync for the
+        # max |a| (the inf-norm): one op and one sync check the range and NaN at once (NaN <= 1 is False)
+        if not torch.linalg.vector_norm(action, math.inf).item() <= 1 + 1e-6:
             bad = "NaN or inf" if not torch.isfinite(action).all() else f"max |a| = {action.abs().max().item():.3g}"
-            raise ValueError(f"action must lie in [-1, 1], got {bad}")  # range and for NaN (NaN <= 1 is False)
+            raise ValueError(f"action must lie in [-1, 1], got {bad}")
         self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(self.num_envs),
                              self.mix, self.ema, self.action_scale, self.ema_kind)  # (N, d), a new tensor
         self._steps += 1

@@ -5,8 +5,9 @@
 
 Every run is `python pretrain.py ...` with the same encoder, batch size and number of encoder updates (the budget),
 written to runs/<prefix>_<...>/; finished runs are skipped, so an interrupted table resumes. `--parallel N` runs N
-at once, each with cores / N torch threads unless OMP_NUM_THREADS is set (on a GPU it fills the card; on a 2-core CPU, 2 runs of 1 thread). The sweep never looks at the test images: pretrain.py's
-`--probe-split val` fits the probe on 90 % of the training set and scores the other 10 %.
+at once, each with cores / N torch threads unless OMP_NUM_THREADS is set (on a GPU it fills the card; on a 2-core
+CPU: 2 runs of 1 thread). The sweep never looks at the test images: pretrain.py's `--probe-split val` fits the
+probe on 90 % of the training set and scores the other 10 %.
 """
 import json, os, subprocess, sys, time
 from dataclasses import dataclass
@@ -67,14 +68,17 @@ def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
         time.sleep(0.5)
 
 
-def result(name: str, key: str) -> str:
+def result(name: str) -> dict:
+    """runs/<name>/result.json as a dict ({} while the run is missing)."""
     path = ROOT / "runs" / name / "result.json"
-    return f"{100 * json.loads(path.read_text())[key]:.1f}" if path.exists() else "–"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def wall(name: str) -> str:
-    path = ROOT / "runs" / name / "result.json"
-    return f"{json.loads(path.read_text())['wall_time_s'] / 60:.1f} min" if path.exists() else "–"
+def row(knob: str, value: str, name: str) -> None:
+    """One line of the sweep table: the run's validation probe and wall time ("–" while it is missing)."""
+    r = result(name)
+    probe, wall = (f"{100 * r['linear_probe_val']:.1f}", f"{r['wall_time_s'] / 60:.1f} min") if r else ("–", "–")
+    print(f"| {knob} | {value} | {probe} | {wall} |")
 
 
 def main(argv=None) -> None:
@@ -95,7 +99,6 @@ def main(argv=None) -> None:
         launch(jobs, cfg)
         print(f"\nvalidation linear probe (%), Palm-up, seed 0, {cfg.updates} updates; one knob changed at a time\n")
         print("| knob | value | val probe | wall time |\n|---|---|---|---|")
-        row = lambda k, v, name: print(f"| {k} | {v} | {result(name, 'linear_probe_val')} | {wall(name)} |")  # noqa: E731
         row("defaults", ", ".join(f"{k} {vs[0]}" for k, vs in SWEEP.items()), f"{cfg.prefix}_sweep_default")
         for k in knobs:
             for v in SWEEP.get(k, [None])[1:]:
@@ -109,8 +112,7 @@ def main(argv=None) -> None:
     runs = [str(ROOT / "runs" / f"{cfg.prefix}_{m}_s{s}") for m in METHODS for s in seeds]
     print("\n| method | wall time per run (pretrain.py's training loop, mean over seeds) |\n|---|---|")
     for m in METHODS:
-        walls = [json.loads(p.read_text())["wall_time_s"] for s in seeds
-                 if (p := ROOT / "runs" / f"{cfg.prefix}_{m}_s{s}" / "result.json").exists()]
+        walls = [r["wall_time_s"] for s in seeds if (r := result(f"{cfg.prefix}_{m}_s{s}"))]
         print(f"| {m} | {sum(walls) / len(walls) / 60:.1f} min |" if walls else f"| {m} | – |")
     subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *runs, "--data", cfg.data, "--device", cfg.device,
                     "--out", str(ROOT / "runs" / f"{cfg.prefix}_table.png")], cwd=ROOT, check=False)
