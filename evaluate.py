@@ -37,7 +37,7 @@ class Config:
     recompute: bool = False  # ignore cached probe_<data>.json results
 
 
-WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)  # L2 grid, picked on a val split (Kornblith et al. 2019); strongest first
+WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)  # L2 grid, strongest first; picked on a val split (Kornblith 2019)
 
 
 # ---- Loading encoders and extracting features ----------------------------------------------------------------------

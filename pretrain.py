@@ -145,7 +145,7 @@ class Run:
         self.step, self.metrics, self.wall, self.stage_s = s["step"], s["metrics"], s["wall"], s.get("stage_s", {})
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
-        torch.set_rng_state(s["rng"])
+        torch.set_rng_state(s["rng"].cpu())  # the CPU generator's state (torch.load moved it to run.device)
         if hasattr(self, "sac"):
             self.sac.load_state_dict(s["sac"])
 
