@@ -14,6 +14,7 @@ Each row is a measured rate and its ratio to the rate of the bare computation th
 
     python benchmarks/speed.py                    # CPU (the numbers in the README)
     python benchmarks/speed.py --device cuda      # the same rows on a GPU
+    python benchmarks/speed.py --world-only --repeats 6   # the world rows, each measured 6 times (~1.5 min)
 """
 import dataclasses, os, sys, time
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class Config:
     min_time: float = 1.0  # seconds each rate is measured for (after a warm-up call)
     breakdown_updates: int = 20  # updates of the default run measured for the breakdown
     tune_malloc: bool = True  # generator.keep_freed_memory on the CPU; --no-tune-malloc measures without it
+    repeats: int = 1  # world rows: measure each batch size this many times, show the mean ratio and its range
+    world_only: bool = False  # stop after the world rows (with --repeats: the 0.9 goal against the spread)
 
 
 def rate(fn, min_time: float, device: torch.device) -> float:
@@ -99,10 +102,15 @@ def main(argv=None) -> None:
         world = LatentWorld(G, n, seed=0)
         world.reset()
         a = torch.rand(n, G.latent_dim, device=dev) * 2 - 1  # (n, d)
-        bare, steps, ratio = paired(torch.inference_mode()(lambda: G(z, y)), lambda: world.step(a),
-                                    2 * cfg.min_time, dev)
+        runs = [paired(torch.inference_mode()(lambda: G(z, y)), lambda: world.step(a), 2 * cfg.min_time, dev)
+                for _ in range(max(1, cfg.repeats))]  # [(bare calls/s, world calls/s, ratio)] per repeat
+        bare, steps, ratio = (sum(r[i] for r in runs) / len(runs) for i in range(3))  # means over the repeats
         row(f"bare G(z, y) forward, batch {n}", n * bare, "frames/s")
-        row(f"world.step, {n} envs", n * steps, "env steps/s", ratio, 0.9)
+        lo, hi = min(r[2] for r in runs), max(r[2] for r in runs)
+        spread = f" (ratio {lo:.3f}-{hi:.3f} over {len(runs)} repeats)" if len(runs) > 1 else ""
+        row(f"world.step, {n} envs{spread}", n * steps, "env steps/s", ratio, 0.9)
+    if cfg.world_only:
+        return
     # The world's own bookkeeping (checks, noise, EMA, resets) with a generator that costs nothing: the part of
     # world.step that is not G. Unlike the ratios above it hardly depends on how busy the CPU is.
     stub = torch.nn.Linear(1, 1).to(dev)
