@@ -101,7 +101,7 @@ def main(argv=None) -> None:
         print("| knob | value | val probe | wall time |\n|---|---|---|---|")
         row("defaults", ", ".join(f"{k} {vs[0]}" for k, vs in SWEEP.items()), f"{cfg.prefix}_sweep_default")
         for k in knobs:
-            for v in SWEEP.get(k, [None])[1:]:
+            for v in SWEEP.get(k, [])[1:]:
                 row(k, v, f"{cfg.prefix}_sweep_{k}{v}")
         if "genrep-sigma" in knobs:
             for s in GENREP_SIGMAS:
