@@ -16,12 +16,9 @@ k, rms) on that batch (URLB computes APT on the next observation's representatio
 
 Replay memory: one transition = 2 * 3*32*32 = 6144 B of uint8 frames + 4*A B of float32 action + 8 B label.
 With A = 64 (the generator's latent size) that is 6408 B: 100k transitions = 0.64 GB, 1M = 6.4 GB (float32
-frames would be 4x that). Frames vs latents, measured by benchmarks/apt_cost.py on this 2-core CPU while it was
-shared with other jobs (load ~4; 1 torch thread), batch 512 from 50k stored: sampling uint8 frames + converting
-to float = 5.5 ms; storing latents + labels (520 B each) and re-decoding obs and next_obs (1024 frames) with a
-DCGAN of generator.py's shape = 1620 ms (630 frames/s under load; even at the unloaded ~3,500 frames/s it is
-~290 ms, or ~150 ms decoding next_obs only): frames are ~50-300x faster per batch, so frames are stored.
-apt_reward (D = 256, k = 12, same run): 1.3 ms at B = 256, 11 ms at 1024, 180 ms at 4096 (O(B^2) beyond ~1k).
+frames would be 4x that). Frames, not latents, are stored: sampling a batch of 512 uint8 frames and converting
+them costs milliseconds, re-decoding its 1024 frames with the generator hundreds of milliseconds on a 2-core x86
+CPU (`python benchmarks/apt_cost.py`, docs/performance.md).
 """
 import copy
 import math

@@ -10,22 +10,26 @@ Reference rows are always included: raw pixels and a randomly initialised encode
 
     python evaluate.py                           # reference rows only: how hard is the dataset from pixels?
     python evaluate.py runs/*                    # one table row per pretraining method (mean ± std over seeds)
-    python evaluate.py runs/* --data ../shared/data/cifar10
+    python evaluate.py runs/cifar_* --data cifar10
 """
-import dataclasses, hashlib, json, os, sys, time
-from dataclasses import dataclass
+import hashlib, json, sys, time
+from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from generator import CACHE, load_split, make_encoder, parse_config, pick_device, to_float
+from common import atomic_path, load_checkpoint, make_encoder, mean_std, parse_config, pick_device, require, save_atomic
+from generator import CACHE, load_split, to_float
 
 
 @dataclass
 class Config:
+    runs: list[str] = field(default_factory=list, metadata={"positional": True})  # run folders (or encoder.pt files) of pretrain.py; folders without an encoder are skipped
     data: str = ""  # "embedded", "cifar10" or an ImageFolder path with train/ and test/; "" = the first run's data
-    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10 (needs internet once)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
     threads: int = 0  # torch CPU threads; 0 = torch's default (all cores). 1 is much faster on a busy machine
     out: str = ""  # bar chart PNG; "" = <folder of the first run>/probe_<data>.png (runs/probe_<data>.png)
     batch_size: int = 256  # images per forward pass during feature extraction
@@ -47,11 +51,7 @@ def load_encoder(path, device="cpu"):
     path = path / "encoder.pt" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint {path} not found (pretrain one with `python pretrain.py`)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated / not a torch file / unsafe pickle
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"encoder checkpoint {path} is corrupt or not a torch file: {first}") from None
+    ckpt = load_checkpoint(path, "encoder checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "encoder":
         raise ValueError(f"{path} is not an encoder checkpoint (no kind='encoder' entry)")
     if not {"encoder", "width", "state_dict", "config"} <= ckpt.keys() or not isinstance(ckpt["config"], dict):
@@ -178,7 +178,7 @@ def probe(encoder, data_splits, cfg: Config, device) -> dict:
 
 
 # ---- CLI: probe every run (cached), group by method, print a Markdown table and draw a bar chart -------------------
-def load_data(data: str):
+def load_data(data: str, download: bool = False):
     """-> ((x_train, y_train), (x_test, y_test)), checking the folder layout and class lists first."""
     if data not in ("embedded", "cifar10"):
         root = Path(data)
@@ -188,7 +188,7 @@ def load_data(data: str):
         if classes[0] != classes[1]:  # the same check ImageFolder's labels need; done before decoding images
             raise ValueError(f"class folders differ: {root / 'train'} has {classes[0]}, "
                              f"{root / 'test'} has {classes[1]}")
-    (x_tr, y_tr, c_tr), (x_te, y_te, c_te) = load_split(data, "train"), load_split(data, "test")
+    (x_tr, y_tr, c_tr), (x_te, y_te, c_te) = load_split(data, "train", download), load_split(data, "test")
     if c_tr != c_te:
         raise ValueError(f"train and test class lists differ for {data}: {c_tr} vs {c_te}")
     return (x_tr, y_tr), (x_te, y_te)
@@ -212,15 +212,8 @@ def cached_probe(cache: Path, key: dict, compute, recompute=False) -> dict:
         except (json.JSONDecodeError, AttributeError):
             pass  # a damaged cache is simply recomputed
     result = {"key": key, **compute()}
-    tmp = cache.with_name(cache.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, cache)  # atomic: never a half-written cache
+    save_atomic(json.dumps(result, indent=1), cache)
     return result
-
-
-def mean_std(values) -> str:
-    v = torch.tensor(values, dtype=torch.float64) * 100
-    return f"{v.mean():.1f}" if len(v) == 1 else f"{v.mean():.1f} ± {v.std():.1f}"  # sample std (n - 1)
 
 
 def bar_chart(groups: dict, path: Path, title: str) -> None:
@@ -237,41 +230,33 @@ def bar_chart(groups: dict, path: Path, title: str) -> None:
     ax.set_xticks(xs, list(groups), rotation=20, ha="right")
     ax.set_ylabel("test top-1 (%)"), ax.set_title(title), ax.legend(), ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def parse_args(argv=None):
-    """Positional words are run folders; the --flags go to generator.parse_config."""
-    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    takes_value = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(Config) if f.type is not bool}
-    runs, flags, i = [], [], 0
-    while i < len(argv):
-        n = 2 if argv[i] in takes_value else 1
-        (flags if argv[i].startswith("-") else runs).extend(argv[i:i + n])
-        i += n
-    return parse_config(Config, flags), runs
 
 
 def main(argv=None) -> None:
-    cfg, run_args = parse_args(argv)
-    device = pick_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    cfg = parse_config(Config, argv)
     try:
+        require({"threads >= 0": cfg.threads >= 0, "batch_size >= 1": cfg.batch_size >= 1, "k >= 1": cfg.k >= 1,
+                 "temperature > 0": cfg.temperature > 0, "0 < val_frac < 1": 0 < cfg.val_frac < 1,
+                 "max_iter >= 1": cfg.max_iter >= 1}, "evaluate.py")
+        device = pick_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         runs = []  # (checkpoint path, meta): every checkpoint is checked before any probing
-        for arg in run_args:
+        for arg in cfg.runs:
             p = Path(arg)
+            if p.is_dir() and not (p / "encoder.pt").is_file():  # e.g. runs/world from `python world.py`
+                print(f"skipping {p} (no encoder.pt: not a finished pretrain.py run)", file=sys.stderr)
+                continue
             if p.is_file() and p.suffix != ".pt":  # e.g. runs/probe_embedded.png caught by `runs/*`
                 print(f"skipping {p} (not a run folder)", file=sys.stderr)
                 continue
             path = p / "encoder.pt" if p.is_dir() or not p.exists() else p
             runs.append((path, load_encoder(path)[1]))
         data = cfg.data or (runs[0][1]["config"].get("data", "embedded") if runs else "embedded")
-        splits = load_data(data)
+        splits = load_data(data, cfg.download)
         (_, y_tr), (_, y_te) = splits
     except (FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
@@ -306,8 +291,8 @@ def main(argv=None) -> None:
         t = sum(times) / len(times) if times else None
         t_str = "–" if t is None else f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"
         name = method + (" (unfinished)" if not all(r["finished"] for r in results) else "")
-        print(f"| {name} | {len(results)} | {mean_std([r['linear_top1'] for r in results])} "
-              f"| {mean_std([r['knn_top1'] for r in results])} | {t_str} |")
+        print(f"| {name} | {len(results)} | {mean_std([r['linear_top1'] for r in results], 100)} "
+              f"| {mean_std([r['knn_top1'] for r in results], 100)} | {t_str} |")
     out = Path(cfg.out) if cfg.out else (runs[0][0].parent.parent if runs else Path("runs")) / f"probe_{tag}.png"
     bar_chart(groups, out, f"probes on {tag} ({len(y_te)} test images)")
     print(f"\nwrote {out}", file=sys.stderr)

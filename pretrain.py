@@ -1,45 +1,56 @@
 """pretrain.py — Fig. 1C: learn a representation from the latent world while an APT agent explores it.
 
-Every iteration (one "encoder update"):
-  1. the N envs step once with the SAC policy acting on detached features of the current frames;
-     the transitions (o_t, a_t, o_t+1) go to the replay buffer (uint8);
-  2. a batch of consecutive pairs (o_t, o_t+1) is sampled — never across an episode reset (world.py's
-     info["next_obs"] is the true successor even on the reset step);
-  3. the Siamese encoder takes one step on the temporal InfoNCE loss of the pairs, without augmentation;
-  4. SAC takes one step on the same batch, its reward the APT particle entropy of the next frames'
-     features, which are detached: RL never updates the encoder.
-Baselines use the same encoder, batch size and number of encoder updates (--method):
+One iteration of Palm-up (`Run.update`, read it top to bottom):
+  1. act: the SAC policy acts on detached features of the N envs' current frames (the agent, agent.py);
+  2. step: the world mixes the actions with fresh noise, applies the EMA and decodes the next frames (world.py);
+  3. store: the transitions (o_t, a_t, o_t+1) go to the uint8 replay buffer; o_t+1 is the true successor, also on
+     the step that ends an episode, so a pair never crosses a reset;
+  4. sample: a batch of consecutive pairs (o_t, o_t+1);
+  5. InfoNCE: the Siamese encoder takes one step on the temporal contrastive loss of the pairs, no augmentation;
+  6. APT: the reward of each pair is the kNN particle entropy of its next frame's features, detached;
+  7. SAC: one step on the same batch. RL never updates the encoder.
+Baselines (--method) change steps 1-4 only, through `Run.pairs`; the encoder, batch and number of updates stay:
   random      uniform-random actions in the same world (exploration ablated)
   genrep      static GAN samples, positives G(z, y) and G(z + sigma * eps, y) (GenRep, Jahanian et al. 2022)
   simclr      SimCLR (Chen et al. 2020) on the real training images with its standard augmentations
   supervised  cross-entropy on the real labels (the upper bound)
   none        random initialisation
-    python pretrain.py                       # Palm-up on the embedded dataset, ~4.5 min on 2 CPU cores
+
+    python pretrain.py                       # Palm-up on the embedded dataset, ~4.5 min on a 2-core x86 CPU
     python pretrain.py --method genrep --genrep-sigma 0.6 --seed 1
+    python pretrain.py --data cifar10 --download --generator checkpoints/cifar10_gan.pt --name cifar_palmup_s0
+Writes runs/<name>/ only. Re-running the same command resumes an interrupted run from runs/<name>/ckpt.pt
+(bit for bit on the CPU: the checkpoint holds every weight, optimiser, RNG, the replay buffer and the world).
 """
 import contextlib, csv, dataclasses, json, math, sys, time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward
-from generator import (_atomic_save, load_generator, load_split, make_encoder, parse_config, pick_device,
-                       seed_everything, to_float, to_uint8)
+from common import (ConfigError, RunLock, load_checkpoint, make_encoder, parse_config, pick_device, require, run_dir,
+                    save_atomic, seed_everything, timed)
+from evaluate import linear_probe
+from generator import load_generator, load_split, to_float, to_uint8
 from world import LatentWorld, save_filmstrip
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
+WORLD_METHODS = ("palmup", "random")
+BUDGET = ("updates", "checkpoint_every", "probe", "probe_images", "probe_split", "download", "overwrite", "device",
+          "name")  # what a resumed run may change; anything else must match its checkpoint
 
 
 @dataclass
 class Config:
-    method: str = "palmup"  # palmup | random | genrep | simclr | supervised | none
-    name: str = ""  # run folder runs/<name>; default "<method>_s<seed>"
-    data: str = "embedded"  # real images: simclr / supervised training and the final probe
+    method: Literal[METHODS] = "palmup"  # what to pretrain with (module docstring)
+    name: str = ""  # run folder runs/<name> (letters, digits, . _ -); default "<method>_s<seed>"
+    data: str = "embedded"  # real images for simclr / supervised training and the final probe: "embedded", "cifar10" or an ImageFolder path with train/ and test/
+    download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10 (needs internet once)
     generator: str = "checkpoints/embedded_gan.pt"  # the world's generator (generator.py)
-    encoder: str = "cnn"  # "cnn" (CPU default) or "resnet18" (GPU)
+    encoder: Literal["cnn", "resnet18"] = "cnn"  # "cnn" (CPU default) or "resnet18" (GPU)
     width: int = 32  # cnn base width (features: 8 * width)
     proj_dim: int = 128  # projection head output (SimCLR, Chen et al. 2020: MLP head)
     temperature: float = 0.1  # InfoNCE temperature (paper leaves it open)
@@ -57,12 +68,14 @@ class Config:
     genrep_sigma: float = 0.6  # genrep: std of the latent perturbation of the positive
     augment: bool = False  # add SimCLR augmentation to the temporal pairs (off: paper Fig. 1C)
     seed: int = 0  # seeds python, numpy, torch and the world
-    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
     checkpoint_every: int = 250  # updates between resumable checkpoints
     probe: bool = True  # finish with the linear probe on `data` (evaluate.py)
     probe_images: int = 0  # 0 = the whole split; n = only the first n train / n // 5 test images (quick checks)
-    probe_split: str = "test"  # "test", or "val": fit on 90 % of train, score the other 10 % (tune on this)
+    probe_split: Literal["test", "val"] = "test"  # "test", or "val": fit on 90 % of train, score the other 10 % (tune on this)
     overwrite: bool = False  # redo a finished run of the same name
+    max_weight: float = 1e4  # divergence guard: stop when any encoder weight grows past this in absolute value
+    chance_patience: int = 10  # divergence guard: stop when the loss sits at its chance value for this many logged steps (every 10 updates) after the first 100 updates
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -109,21 +122,23 @@ class Model(nn.Module):
         self.classifier = nn.Linear(d, num_classes)  # used by --method supervised only
 
 
+
+
 class Run:
-    """One pretraining run: its state, its iteration, its files under runs/<name>/."""
+    """One pretraining run: its state, its iteration (`update`), its loop (`train`) and its files under runs/<name>/."""
 
     def __init__(self, cfg: Config):
-        self.cfg, self.dir = cfg, Path("runs") / cfg.name
+        self.cfg, self.dir = cfg, run_dir(cfg.name)
         self.device = pick_device(cfg.device)
-        self.x, self.y, classes = load_split(cfg.data, "train") if cfg.method in ("simclr", "supervised") or \
-            cfg.probe else (None, None, [])
+        needs_images = cfg.method in ("simclr", "supervised") or cfg.probe
+        self.x, self.y, classes = load_split(cfg.data, "train", cfg.download) if needs_images else (None, None, [])
         self.model = Model(cfg, max(len(classes), 1)).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), cfg.lr)
         self.step, self.metrics, self.wall = 0, [], 0.0
         self.stage_s = {}  # seconds spent per stage (benchmarks/speed.py, result.json)
         if cfg.method in ("palmup", "random", "genrep"):
             self.G = load_generator(cfg.generator, self.device)
-        if cfg.method in ("palmup", "random"):
+        if cfg.method in WORLD_METHODS:
             self.world = LatentWorld(self.G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale,
                                      seed=cfg.seed)
             self.buffer = ReplayBuffer(cfg.buffer_size, self.G.latent_dim, device=self.device)
@@ -132,38 +147,59 @@ class Run:
                 self.rms = RMS(device=self.device)
             self.obs = self.world.reset()  # (N, 3, 32, 32)
 
-    # ---- state on disk: resumable checkpoint + the final encoder for evaluate.py -------------------------
-    def state(self) -> dict:
-        s = {"config": dataclasses.asdict(self.cfg), "step": self.step, "metrics": self.metrics, "wall": self.wall,
-             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "rng": torch.get_rng_state(),
-             "stage_s": self.stage_s}
-        if hasattr(self, "sac"):
-            s["sac"] = self.sac.state_dict()
-        return s
+    # ---- one iteration (module docstring, steps 1-7) ------------------------------------------------------------
+    def update(self) -> dict:
+        cfg = self.cfg
+        with timed(self.stage_s, "explore + pairs", self.device):
+            v1, v2, batch = self.pairs()  # (B, 3, 32, 32) each: rows are positive pairs (steps 1-4)
+        with timed(self.stage_s, "encoder update", self.device):  # step 5
+            f = self.model.encoder(torch.cat([v1, v2]))  # (2B, D): one pass for both views (shared BN statistics)
+            if cfg.method == "supervised":
+                loss = F.cross_entropy(self.model.classifier(f), batch["labels"])
+            else:
+                p = self.model.head(f)  # (2B, proj_dim)
+                loss = info_nce(p[:len(v1)], p[len(v1):], cfg.temperature)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss is {loss.item()} at update {self.step}: lower --lr")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            log = {"loss": loss.item()}
+        if cfg.method == "palmup":
+            with timed(self.stage_s, "SAC update + APT reward", self.device):  # steps 6-7
+                # (B, D) each: features of o_t and o_t+1, detached (Fig. 1C). They come from the encoder's training
+                # pass (BN batch statistics) while acting uses eval mode: a free reuse, at the price of a small
+                # train/eval mismatch early in training.
+                feat, next_feat = f.detach().chunk(2)
+                reward = apt_reward(next_feat, cfg.apt_k, self.rms)  # (B,) APT (Liu & Abbeel 2021)
+                log.update(self.sac.update(feat, batch["action"], reward, next_feat), reward=reward.mean().item())
+        return log
 
-    def load(self, s: dict) -> None:
-        self.step, self.metrics, self.wall, self.stage_s = s["step"], s["metrics"], s["wall"], s.get("stage_s", {})
-        self.model.load_state_dict(s["model"])
-        self.opt.load_state_dict(s["opt"])
-        torch.set_rng_state(s["rng"].cpu())  # the CPU generator's state (torch.load moved it to run.device)
-        if hasattr(self, "sac"):
-            self.sac.load_state_dict(s["sac"])
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The one seam between methods: -> two views (B, 3, 32, 32) in [-1, 1] whose rows are positive pairs, and the
+        batch they came from (actions for SAC, labels for the supervised baseline)."""
+        cfg, B = self.cfg, self.cfg.batch_size
+        if cfg.method in WORLD_METHODS:
+            self.explore(self.act(self.obs))  # steps 1-3: act, step, store
+            batch = self.buffer.sample(B)  # step 4: consecutive pairs, never across a reset
+            return to_float(batch["obs"]), to_float(batch["next_obs"]), batch
+        if cfg.method == "genrep":
+            with torch.no_grad():
+                z, y = torch.randn(B, self.G.latent_dim, device=self.device), torch.randint(self.G.num_classes, (B,))
+                y = y.to(self.device)
+                return self.G(z, y), self.G(z + cfg.genrep_sigma * torch.randn_like(z), y), {}  # GenRep Sec. 3
+        i = torch.randint(len(self.x), (B,))
+        x = to_float(self.x[i].to(self.device))  # (B, 3, 32, 32)
+        if cfg.method == "simclr":
+            return augment(x), augment(x), {}
+        x2 = to_float(self.x[torch.randint(len(self.x), (B,))].to(self.device))
+        return x, x2, {"labels": torch.cat([self.y[i], self.y[i]]).to(self.device)}  # supervised: 2B images
 
-    def save_encoder(self, finished: bool) -> None:
-        _atomic_save({"kind": "encoder", "encoder": self.cfg.encoder, "width": self.cfg.width, "finished": finished,
-                      "state_dict": self.model.encoder.state_dict(), "config": dataclasses.asdict(self.cfg),
-                      "wall_time_s": self.wall}, self.dir / "encoder.pt")
-
-    # ---- one update ---------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def timed(self, stage: str):
-        """Add the wall time of the block to self.stage_s[stage] (on CUDA, after the queued kernels finish)."""
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        sync()
-        t = time.perf_counter()
-        yield
-        sync()
-        self.stage_s[stage] = self.stage_s.get(stage, 0.0) + time.perf_counter() - t
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """The SAC policy on detached features (palmup) or uniform-random actions (random): (N, d) in [-1, 1]."""
+        if self.cfg.method == "palmup":
+            return self.sac.act(self.features(obs))
+        return torch.rand(len(obs), self.G.latent_dim, device=self.device) * 2 - 1
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Detached features of float frames, encoder in eval mode (acting never changes BN statistics)."""
@@ -179,86 +215,21 @@ class Run:
         self.buffer.add(to_uint8(self.obs), action, to_uint8(info["next_obs"]), info["y"])
         self.obs = obs
 
-    def pairs(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """-> two views (B, 3, 32, 32) in [-1, 1] whose rows are positive pairs, and logging info."""
-        cfg, B = self.cfg, self.cfg.batch_size
-        if cfg.method in ("palmup", "random"):
-            if cfg.method == "random":
-                action = torch.rand(cfg.num_envs, self.G.latent_dim, device=self.device) * 2 - 1  # (N, d)
-            else:
-                action = self.sac.act(self.features(self.obs))  # (N, d) in [-1, 1]
-            self.explore(action)
-            self.batch = self.buffer.sample(B)
-            return to_float(self.batch["obs"]), to_float(self.batch["next_obs"]), {}
-        if cfg.method == "genrep":
-            with torch.no_grad():
-                z, y = torch.randn(B, self.G.latent_dim, device=self.device), torch.randint(self.G.num_classes, (B,))
-                y = y.to(self.device)
-                return self.G(z, y), self.G(z + cfg.genrep_sigma * torch.randn_like(z), y), {}  # GenRep Sec. 3
-        i = torch.randint(len(self.x), (B,))
-        x = to_float(self.x[i].to(self.device))  # (B, 3, 32, 32)
-        if cfg.method == "simclr":
-            return augment(x), augment(x), {}
-        x2 = to_float(self.x[torch.randint(len(self.x), (B,))].to(self.device))
-        return x, x2, {"labels": torch.cat([self.y[i], self.y[i]]).to(self.device)}  # supervised: 2B images
-
-    def update(self) -> dict:
-        cfg = self.cfg
-        with self.timed("explore + pairs"):
-            v1, v2, extra = self.pairs()
-            if cfg.augment and cfg.method in ("palmup", "random", "genrep"):
-                v1, v2 = augment(v1), augment(v2)
-        with self.timed("encoder update"):
-            f = self.model.encoder(torch.cat([v1, v2]))  # (2B, D): one pass for both views (shared BN statistics)
-            if cfg.method == "supervised":
-                loss = F.cross_entropy(self.model.classifier(f), extra["labels"])
-            else:
-                p = self.model.head(f)  # (2B, proj_dim)
-                loss = info_nce(p[:len(v1)], p[len(v1):], cfg.temperature)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at update {self.step}")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            log = {"loss": loss.item()}
-        if cfg.method == "palmup":
-            with self.timed("SAC update + APT reward"):
-                # (B, D) each: features of o_t and o_t+1, detached (Fig. 1C). They come from the encoder's training
-                # pass (BN batch statistics) while acting uses eval mode: a free reuse, at the price of a small
-                # train/eval mismatch early in training.
-                feat, next_feat = f.detach().chunk(2)
-                reward = apt_reward(next_feat, cfg.apt_k, self.rms)  # (B,) APT (Liu & Abbeel 2021)
-                log.update(self.sac.update(feat, self.batch["action"], reward, next_feat), reward=reward.mean().item())
-        return log
-
-    # ---- the loop --------------------------------------------------------------------------------------------
-    def filmstrip(self, path) -> None:
-        if not hasattr(self, "world"):
-            return
-        world = LatentWorld(self.G, 8, self.cfg.horizon, self.cfg.mix, self.cfg.ema, self.cfg.action_scale,
-                            seed=12345)
-        obs, frames = world.reset(), []
-        for _ in range(self.cfg.horizon):
-            a = self.sac.act(self.features(obs)) if self.cfg.method == "palmup" else \
-                torch.rand(8, self.G.latent_dim, device=self.device) * 2 - 1  # (8, d)
-            obs, info = world.step(a)
-            frames.append(info["next_obs"])
-        save_filmstrip(torch.stack(frames), path)  # rows: envs, columns: time
-
+    # ---- the loop -----------------------------------------------------------------------------------------------
     def train(self) -> None:
         from tqdm import tqdm
         cfg = self.cfg
         if self.step == 0:
-            with self.timed("filmstrips, checkpoints, plots"):
+            with timed(self.stage_s, "filmstrips, checkpoints, plots"):
                 self.filmstrip(self.dir / "filmstrip_start.png")
-        if hasattr(self, "buffer"):  # fill the buffer with uniform-random play (also after a resume: not saved)
-            with self.timed("explore + pairs"):
-                for _ in range(cfg.warmup):
-                    self.explore(torch.rand(cfg.num_envs, self.G.latent_dim, device=self.device) * 2 - 1)  # (N, d)
+            if hasattr(self, "buffer"):  # fill the buffer with uniform-random play (a resumed run has its buffer)
+                with timed(self.stage_s, "explore + pairs", self.device):
+                    for _ in range(cfg.warmup):
+                        self.explore(torch.rand(cfg.num_envs, self.G.latent_dim, device=self.device) * 2 - 1)
         total = cfg.updates if cfg.method != "none" else 0
         bar = tqdm(total=total, initial=self.step, desc=cfg.name, mininterval=1)
-        t0 = t_session = time.time()  # t0: start of the time not yet added to self.wall
-        images = 0  # images through the encoder since t_session (a resumed run starts a new session)
+        t0 = t_start = time.time()  # t0: start of the time not yet added to self.wall
+        images = 0  # images through the encoder since t_start (a resumed run starts counting anew)
         while self.step < total:
             log = self.update()
             self.step += 1
@@ -268,17 +239,88 @@ class Run:
                 log.update(update=self.step, time_s=round(self.wall + time.time() - t0, 2))  # since the start
                 self.metrics.append(log)
                 bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
-                                alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{images / (time.time() - t_session):.0f}")
+                                alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{images / (time.time() - t_start):.0f}")
+                self.check_divergence()
             if self.step % cfg.checkpoint_every == 0 and self.step < total:
                 self.wall, t0 = self.wall + time.time() - t0, time.time()
-                with self.timed("filmstrips, checkpoints, plots"):
-                    _atomic_save(self.state(), self.dir / "ckpt.pt")
+                with timed(self.stage_s, "filmstrips, checkpoints, plots"):
+                    save_atomic(self.state(), self.dir / "ckpt.pt")
         bar.close()
-        self.wall += time.time() - t0  # the training loop only, as before the stage timers
-        with self.timed("filmstrips, checkpoints, plots"):
+        self.wall += time.time() - t0  # the training loop only
+        with timed(self.stage_s, "filmstrips, checkpoints, plots"):
             self.filmstrip(self.dir / "filmstrip_end.png")
             self.save_encoder(finished=True)
             self.plot()
+
+    def check_divergence(self) -> None:
+        """Stop a run that diverged without a NaN: weights past cfg.max_weight, or the loss pinned at its chance
+        value (uniform logits: ln B for InfoNCE, ln C for the supervised loss) for cfg.chance_patience logged steps."""
+        cfg = self.cfg
+        big = max(p.detach().abs().max().item() for p in self.model.encoder.parameters())
+        if not big <= cfg.max_weight:
+            raise FloatingPointError(f"diverged at update {self.step}: an encoder weight reached {big:.3g} "
+                                     f"(> --max-weight {cfg.max_weight:g}); lower --lr")
+        chance = math.log(self.model.classifier.out_features if cfg.method == "supervised" else cfg.batch_size)
+        recent = [m["loss"] for m in self.metrics[-cfg.chance_patience:] if m["update"] > 100]
+        if len(recent) == cfg.chance_patience and all(abs(v - chance) < 1e-3 * chance for v in recent):
+            raise FloatingPointError(f"diverged: the loss has stayed at its chance value {chance:.4f} for "
+                                     f"{10 * cfg.chance_patience} updates (at update {self.step}); lower --lr")
+
+    # ---- state on disk: a resumable checkpoint (everything, so that a resumed run is the same run) -----------------
+    def state(self) -> dict:
+        s = {"config": dataclasses.asdict(self.cfg), "step": self.step, "metrics": self.metrics, "wall": self.wall,
+             "stage_s": self.stage_s, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+             "rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            s["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if hasattr(self, "world"):
+            w, b = self.world, self.buffer
+            s["world"] = {"z": w.z, "y": w.y, "t": w.t, "steps": w._steps, "rng": w.rng.get_state(), "obs": self.obs}
+            s["buffer"] = {"ptr": b.ptr, "size": b.size, **{k: getattr(b, k)[:b.size] for k in
+                                                             ("obs", "next_obs", "action", "label")}}
+        if hasattr(self, "sac"):
+            s["sac"] = {"nets": self.sac.state_dict(), "updates": self.sac.num_updates, "last": self.sac.last_actor,
+                        "opts": [o.state_dict() for o in (self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt)]}
+            s["rms"] = {"mean": self.rms.mean, "var": self.rms.var, "count": self.rms.count}
+        return s
+
+    def load(self, s: dict) -> None:
+        self.step, self.metrics, self.wall, self.stage_s = s["step"], s["metrics"], s["wall"], s["stage_s"]
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["opt"])
+        torch.set_rng_state(s["rng"].cpu())  # the CPU generator's state (torch.load moved it to run.device)
+        if "cuda_rng" in s and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([r.cpu() for r in s["cuda_rng"]])
+        if hasattr(self, "world"):
+            w, b, sw, sb = self.world, self.buffer, s["world"], s["buffer"]
+            w.z, w.y, w.t, w._steps, self.obs = sw["z"], sw["y"], sw["t"], sw["steps"], sw["obs"]
+            w.rng.set_state(sw["rng"].cpu())
+            b.ptr, b.size = sb["ptr"], sb["size"]
+            for k in ("obs", "next_obs", "action", "label"):
+                getattr(b, k)[:b.size] = sb[k]
+        if hasattr(self, "sac"):
+            self.sac.load_state_dict(s["sac"]["nets"])
+            self.sac.num_updates, self.sac.last_actor = s["sac"]["updates"], s["sac"]["last"]
+            for opt, o in zip((self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt), s["sac"]["opts"]):
+                opt.load_state_dict(o)
+            self.rms.mean, self.rms.var, self.rms.count = s["rms"]["mean"], s["rms"]["var"], s["rms"]["count"]
+
+    def save_encoder(self, finished: bool) -> None:
+        save_atomic({"kind": "encoder", "encoder": self.cfg.encoder, "width": self.cfg.width, "finished": finished,
+                     "state_dict": self.model.encoder.state_dict(), "config": dataclasses.asdict(self.cfg),
+                     "wall_time_s": self.wall}, self.dir / "encoder.pt")
+
+    # ---- pictures -----------------------------------------------------------------------------------------------
+    def filmstrip(self, path) -> None:
+        if not hasattr(self, "world"):
+            return
+        world = LatentWorld(self.G, 8, self.cfg.horizon, self.cfg.mix, self.cfg.ema, self.cfg.action_scale,
+                            seed=12345)
+        obs, frames = world.reset(), []
+        for _ in range(self.cfg.horizon):
+            obs, info = world.step(self.act(obs))
+            frames.append(info["next_obs"])
+        save_filmstrip(torch.stack(frames), path)  # rows: envs, columns: time
 
     def plot(self) -> None:
         import matplotlib
@@ -302,62 +344,97 @@ class Run:
         plt.close(fig)
 
 
+def check(cfg: Config) -> None:
+    """Every flag, before anything is loaded or written."""
+    run_dir(cfg.name)
+    require({"updates >= 1": cfg.updates >= 1, "batch_size >= 2": cfg.batch_size >= 2,
+             "0 < temperature < inf": 0 < cfg.temperature < math.inf, "0 < lr < inf": 0 < cfg.lr < math.inf,
+             "width >= 1": cfg.width >= 1, "proj_dim >= 1": cfg.proj_dim >= 1, "num_envs >= 1": cfg.num_envs >= 1,
+             "horizon >= 1": cfg.horizon >= 1, "0 <= mix <= 1": 0 <= cfg.mix <= 1, "0 <= ema < 1": 0 <= cfg.ema < 1,
+             "0 < action_scale < inf": 0 < cfg.action_scale < math.inf, "1 <= apt_k < batch_size":
+             1 <= cfg.apt_k < cfg.batch_size, "buffer_size >= num_envs": cfg.buffer_size >= cfg.num_envs,
+             "warmup >= 0": cfg.warmup >= 0, "genrep_sigma >= 0": cfg.genrep_sigma >= 0,
+             "checkpoint_every >= 1": cfg.checkpoint_every >= 1, "probe_images >= 0": cfg.probe_images >= 0,
+             "max_weight > 0": cfg.max_weight > 0, "chance_patience >= 1": cfg.chance_patience >= 1}, "pretrain")
+
+
+def resume_or_start(run: Run, out) -> None:
+    """Load runs/<name>/ckpt.pt into `run` when there is one, refusing a checkpoint of a different experiment."""
+    ckpt = out / "ckpt.pt"
+    if not ckpt.exists() or run.cfg.overwrite:
+        return
+    s = load_checkpoint(ckpt, "checkpoint", run.device)
+    saved, now = s.get("config", {}), dataclasses.asdict(run.cfg)
+    diff = [k for k in now if k not in BUDGET and saved.get(k) != now[k]]
+    if diff:
+        what = ", ".join(f"{k} {saved.get(k)!r} there, {now[k]!r} here" for k in diff)
+        raise ConfigError(f"{ckpt} belongs to another experiment ({what}); pass --overwrite to start over or choose "
+                          f"another --name")
+    try:
+        run.load(s)
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).replace("\n", " ")[:200]
+        raise ValueError(f"checkpoint {ckpt} cannot be resumed ({first}); pass --overwrite to start over") from None
+    print(f"resuming {out} from update {run.step}")
+
+
+def probe(run: Run) -> dict:
+    """The linear probe (evaluate.py) on the test split, or on a fixed 10 % of train with --probe-split val."""
+    cfg = run.cfg
+    if cfg.probe_split == "val":  # a fixed 10 % of train: settings are chosen here, never on the test split
+        perm = torch.randperm(len(run.x), generator=torch.Generator().manual_seed(0))
+        (xtr, ytr), (xte, yte) = [(run.x[i], run.y[i]) for i in (perm[len(perm) // 10:], perm[:len(perm) // 10])]
+    else:
+        (xtr, ytr), (xte, yte, _) = (run.x, run.y), load_split(cfg.data, "test", cfg.download)
+    n = cfg.probe_images or len(xtr)
+    train, test = (xtr[:n], ytr[:n]), (xte[:max(n // 5, 1)], yte[:max(n // 5, 1)])
+    with timed(run.stage_s, "linear probe", run.device):
+        key = "linear_probe" if cfg.probe_split == "test" else "linear_probe_val"
+        return {key: round(linear_probe(run.model.encoder, train, test, device=run.device), 4)}
+
+
 def main(argv=None) -> dict:
     cfg = parse_config(Config, argv)
-    if cfg.method not in METHODS:
-        sys.exit(f"error: --method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    for rule, ok in {"updates >= 1": cfg.updates >= 1, "batch_size >= 2": cfg.batch_size >= 2,
-                     "temperature > 0": cfg.temperature > 0, "lr > 0": cfg.lr > 0,
-                     "apt_k < batch_size": cfg.apt_k < cfg.batch_size,
-                     "probe_split in (test, val)": cfg.probe_split in ("test", "val")}.items():
-        if not ok:
-            sys.exit(f"error: pretrain needs {rule}")
     cfg.name = cfg.name or f"{cfg.method}_s{cfg.seed}"
-    out = Path("runs") / cfg.name
-    if (out / "result.json").exists() and not cfg.overwrite:
-        result = json.loads((out / "result.json").read_text())
-        print(f"run {cfg.name} already finished: {result}; pass --overwrite (or another --name) to redo it")
-        return result
-    seed_everything(cfg.seed)
-    print(f"seed {cfg.seed} | method {cfg.method} | device {pick_device(cfg.device)} | run {out}")
     try:
+        check(cfg)
+        out = run_dir(cfg.name)
+        if (out / "result.json").exists() and not cfg.overwrite:
+            result = json.loads((out / "result.json").read_text())
+            print(f"run {cfg.name} already finished: {result}; pass --overwrite (or another --name) to redo it")
+            return result
+        seed_everything(cfg.seed)
+        print(f"seed {cfg.seed} | method {cfg.method} | device {pick_device(cfg.device)} | run {out}")
         t_load = time.perf_counter()
         run = Run(cfg)
+        if cfg.probe and cfg.probe_split == "test":
+            load_split(cfg.data, "test", cfg.download)  # a data folder without test/ stops here, before any file
         t_load = time.perf_counter() - t_load
-        if (out / "ckpt.pt").exists() and not cfg.overwrite:
-            run.load(torch.load(out / "ckpt.pt", map_location=run.device, weights_only=True))
-            print(f"resuming {out} from update {run.step}")
-        out.mkdir(parents=True, exist_ok=True)
-        run.stage_s["load data + generator"] = run.stage_s.get("load data + generator", 0.0) + t_load
-        run.train()
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit(f"interrupted at update {run.step}; run the same command again to resume from {out}/ckpt.pt")
-    result = {"method": cfg.method, "seed": cfg.seed, "updates": cfg.updates, "wall_time_s": round(run.wall, 1)}
-    if cfg.probe:
-        from evaluate import linear_probe
-        if cfg.probe_split == "val":  # a fixed 10 % of train: settings are chosen here, never on the test split
-            perm = torch.randperm(len(run.x), generator=torch.Generator().manual_seed(0))
-            (xtr, ytr), (xte, yte) = [(run.x[i], run.y[i]) for i in (perm[len(perm) // 10:], perm[:len(perm) // 10])]
-        else:
-            (xtr, ytr), (xte, yte, _) = (run.x, run.y), load_split(cfg.data, "test")
-        n = cfg.probe_images or len(xtr)
-        train, test = (xtr[:n], ytr[:n]), (xte[:max(n // 5, 1)], yte[:max(n // 5, 1)])
-        with run.timed("linear probe"):
-            key = "linear_probe" if cfg.probe_split == "test" else "linear_probe_val"
-            result[key] = round(linear_probe(run.model.encoder, train, test, device=run.device), 4)
-    result["stage_s"] = {k: round(v, 1) for k, v in run.stage_s.items()}  # where the time went
-    _atomic_save_text(json.dumps(result, indent=1), out / "result.json")
-    (out / "ckpt.pt").unlink(missing_ok=True)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit("error: " + " ".join(str(e).splitlines()))
+    try:
+        with RunLock(out):
+            resume_or_start(run, out)
+            run.stage_s["load data + generator"] = run.stage_s.get("load data + generator", 0.0) + t_load
+            try:
+                run.train()
+            except KeyboardInterrupt:
+                sys.exit(f"interrupted at update {run.step}; run the same command again to resume from the "
+                         f"last checkpoint in {out}")
+            result = {"method": cfg.method, "seed": cfg.seed, "updates": cfg.updates, "wall_time_s": round(run.wall, 1)}
+            if cfg.probe:
+                try:
+                    result |= probe(run)
+                except KeyboardInterrupt:
+                    sys.exit(f"interrupted during the linear probe: {out}/encoder.pt is complete; score it with "
+                             f"`python evaluate.py {out}`")
+            result["stage_s"] = {k: round(v, 1) for k, v in run.stage_s.items()}  # where the time went
+            save_atomic(json.dumps(result, indent=1), out / "result.json")
+            (out / "ckpt.pt").unlink(missing_ok=True)
+    except (FileNotFoundError, ValueError, FloatingPointError, OSError) as e:
+        sys.exit("error: " + " ".join(str(e).splitlines()))
     print(f"{cfg.name}: {result}")
     return result
-
-
-def _atomic_save_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

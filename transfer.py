@@ -1,4 +1,4 @@
-"""transfer.py — downstream RL (issue 11): does a frozen pretrained encoder make control easier?
+"""transfer.py — downstream RL: does a frozen pretrained encoder make control easier?
 
 The task: goal reaching in the latent world (world.py). N episodes run in lock-step; in each one
     y ~ U{0..K-1}, z_0 ~ N(0, I), z_goal ~ N(0, I)        class prompt, start and goal, from G's own prior
@@ -13,7 +13,7 @@ picture. Like ||dz|| / sqrt(d) (`--distance euclid`, M = I) it is ~sqrt(2) betwe
 Not the plain ||dz||: most of z does not show. With the embedded generator 8 of M's 64 eigen-directions hold 95 %
 of its trace; a ridge regression recovers 5-8 % of z's variance from the features of the encoders tried, but
 68-75 % of the M-weighted z. With the plain distance the image agents end below uniform-random actions (-28.6 vs
--22.4, README). A reward on the pixels, -RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off the prior.
+-22.4, docs/transfer.md). A reward on the pixels, -RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off the prior.
 The agent never sees a latent, except the "oracle", whose s_t = [z_t, z_goal]. Every agent is agent.SAC with the
 same settings, env steps and seeds. A curve point is the mean return (sum of the H rewards) of the deterministic
 policy tanh(mean) on fixed evaluation episodes, the same for every agent and seed (paired comparisons). References:
@@ -24,7 +24,7 @@ World coefficients: pretraining's (w = 0.5, rho = 0.8, s = sqrt(3)), so Palm-up'
 leave enough control: a unit action moves z by sqrt(1 - rho^2) w s = 0.52, as much as the noise's std per step,
 and holding z on a goal needs |a| = (1 - rho) |z_goal| / 0.52 < 1 for 99 % of the coordinates. Embedded generator,
 H = 16: uniform-random -22.1, greedy -9.7, the oracle's SAC -11.6. Our SAC settings beat agent.SACConfig's (-13.9,
-twice slower) on the oracle (README). Features are standardised with the mean / std of random frames G(z, y), as
+twice slower) on the oracle (docs/transfer.md). Features are standardised with the mean / std of random frames G(z, y), as
 in the linear probe: SAC gets inputs of one scale whatever the encoder. Replay holds the features (s, a, r, s'),
 not agent.ReplayBuffer's uint8 frames: they never change (frozen encoder), and no frame is re-encoded per update.
 s' of an episode's last step is its true successor, same goal; agent.SAC always bootstraps (time limit).
@@ -32,21 +32,21 @@ s' of an episode's last step is its true successor, same goal; agent.SAC always 
     python transfer.py                  # oracle vs random-init, 1 seed, references: ~2.5 min on one CPU thread
     python transfer.py --encoders runs/palmup_s0 runs/genrep_s0/encoder.pt random-init oracle --seeds 0 1 2
     python transfer.py --generator checkpoints/cifar10_gan.pt --out runs/transfer_cifar10 --encoders ...
-Besides the Config flags: --encoders (encoder.pt files or run folders of pretrain.py, or the keywords oracle and
-random-init) and --seeds. Each (encoder, seed) result is cached in <out>/<label>_s<seed>.json: a rerun computes
-only the missing rows (and those whose settings, encoder file or generator file changed).
+Each (encoder, seed) result is cached in <out>/<label>_s<seed>.json: a rerun computes only the missing rows (and
+those whose settings, encoder file or generator file changed).
 """
-import argparse, dataclasses, math, os, re, sys, time
-from contextlib import contextmanager
-from dataclasses import dataclass
+import dataclasses, math, re, sys, time
+from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 import torch
 
 from agent import SAC, SACConfig
+from common import atomic_path, mean_std, parse_config, pick_device, require, save_atomic, seed_everything, timed
 from evaluate import cached_probe, load_encoder, random_encoder
-from generator import load_generator, parse_config, pick_device, seed_everything
-from world import latent_step
+from generator import load_generator
+from world import LatentWorld, latent_step
 
 EVAL_SEED = 12345  # the evaluation episodes: the same for every agent and seed
 KEYWORDS = ("oracle", "random-init")
@@ -54,8 +54,10 @@ KEYWORDS = ("oracle", "random-init")
 
 @dataclass
 class Config:
+    encoders: list[str] = field(default_factory=lambda: ["oracle", "random-init"])  # encoder.pt files or run folders of pretrain.py, or the keywords oracle and random-init
+    seeds: list[int] = field(default_factory=lambda: [0])  # one SAC run per (encoder, seed)
     generator: str = "checkpoints/embedded_gan.pt"  # the world's generator (generator.py)
-    distance: str = "metric"  # "metric": pixel-sensitivity weighted (docstring); "euclid": ||z - z_goal|| / sqrt(d)
+    distance: Literal["metric", "euclid"] = "metric"  # "metric": pixel-sensitivity weighted (docstring); "euclid": ||z - z_goal|| / sqrt(d)
     env_steps: int = 65536  # env transitions per (encoder, seed) run, warmup included
     num_envs: int = 32  # episodes in lock-step: one batched G and encoder call per step
     horizon: int = 16  # H: steps per episode (world.py's value)
@@ -73,7 +75,7 @@ class Config:
     eval_episodes: int = 64  # fixed evaluation episodes per curve point
     stats_frames: int = 2048  # random frames for the per-feature mean / std
     random_init_seed: int = 0  # seed of the random-init encoder (as evaluate.py's reference row)
-    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
     threads: int = 1  # torch CPU threads (small networks: 1 is as fast, leaves the other core free); 0 = default
     out: str = "runs/transfer"  # <label>_s<seed>.json per run, references.json, results.md, curves.png
     recompute: bool = False  # ignore cached results
@@ -101,32 +103,32 @@ def goal_distance(z: torch.Tensor, z_goal: torch.Tensor, weights: torch.Tensor) 
     return ((z - z_goal) @ weights).norm(dim=1)
 
 
-class GoalReaching:
-    """N episodes of the task in lock-step on world.latent_step. reset() starts new episodes in all envs;
-    step(action (N, d) in [-1, 1]) -> reward (N,); frames() / goal_frames() decode (N, 3, 32, 32) on demand."""
+class GoalReaching(LatentWorld):
+    """N episodes of the task in lock-step, on world.py's LatentWorld (its prompts, prior, noise and transition) plus a
+    goal z_goal ~ N(0, I) per episode. reset() starts new episodes in all envs; step(action (N, d) in [-1, 1]) ->
+    reward (N,); frames() / goal_frames() decode (N, 3, 32, 32) on demand (the oracle never decodes)."""
 
     def __init__(self, G, num_envs: int, horizon: int, mix: float, ema: float, weights: torch.Tensor, seed: int):
-        self.G, self.num_envs, self.horizon, self.mix, self.ema, self.weights = G, num_envs, horizon, mix, ema, weights
-        self.action_scale = math.sqrt(3)  # world.py's s: uniform actions get unit variance
-        self.device = next(G.parameters()).device
-        self.rng = torch.Generator(device=self.device).manual_seed(seed)  # the task's only random stream
+        super().__init__(G, num_envs, horizon, mix, ema, seed=seed)  # action_scale sqrt(3): unit-variance actions
+        self.weights = weights
         self.reset()
 
-    def _noise(self) -> torch.Tensor:
-        return torch.randn(self.num_envs, self.G.latent_dim, generator=self.rng, device=self.device)  # (N, d)
+    def _new_episodes(self) -> None:
+        super()._new_episodes()  # new y, z_0
+        self.z_goal = self._noise(self.num_envs)  # (N, d)
 
     def reset(self) -> None:
-        self.y = torch.randint(self.G.num_classes, (self.num_envs,), generator=self.rng, device=self.device)  # (N,)
-        self.z, self.z_goal, self.t = self._noise(), self._noise(), 0  # (N, d), (N, d)
+        self._new_episodes()
+        self._steps = 0
 
     @property
     def done(self) -> bool:
-        return self.t >= self.horizon
+        return self._steps >= self.horizon
 
     def step(self, action: torch.Tensor) -> torch.Tensor:
-        self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(), self.mix, self.ema,
-                             self.action_scale)  # (N, d): world.py's transition
-        self.t += 1
+        self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(self.num_envs), self.mix,
+                             self.ema, self.action_scale)  # (N, d): world.py's transition
+        self._steps += 1
         return -goal_distance(self.z, self.z_goal, self.weights)  # (N,) the reward
 
     def greedy_action(self) -> torch.Tensor:
@@ -211,13 +213,6 @@ def references(cfg: Config, G, weights) -> dict:
             "greedy controller (knows z)": evaluate_policy(cfg, G, weights, lambda env, s: env.greedy_action())}
 
 
-@contextmanager
-def timed(times: dict, key: str):
-    t0 = time.perf_counter()
-    yield
-    times[key] = times.get(key, 0.0) + time.perf_counter() - t0
-
-
 def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
     """One SAC run on the task, observing through `encoder` (None = oracle) -> curve, timings."""
     seed_everything(seed)
@@ -292,11 +287,6 @@ def load_agent_encoder(spec: str, cfg: Config, device):
                      "name": f"{label_of(spec)} ({meta['config'].get('method', '?')})"}
 
 
-def mean_std(values) -> str:
-    v = torch.tensor(values, dtype=torch.float64)
-    return f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} ± {v.std():.2f}"  # sample std (n - 1)
-
-
 def table(cfg: Config, rows: dict, refs: dict) -> str:
     lo, hi = (refs[k]["return"] for k in refs)  # uniform-random, greedy
     lines = [f"Goal reaching ({cfg.distance} distance, H = {cfg.horizon}, {cfg.env_steps} env steps per run). "
@@ -306,8 +296,8 @@ def table(cfg: Config, rows: dict, refs: dict) -> str:
     for ident, results in rows.values():
         ret = [r["final"]["return"] for r in results]
         closed = 100 * (sum(ret) / len(ret) - lo) / (hi - lo)
-        lines.append(f"| {ident['name']} | {len(ret)} | {mean_std(ret)} | {closed:.0f} % | "
-                     f"{mean_std([r['final']['final_distance'] for r in results])} | "
+        lines.append(f"| {ident['name']} | {len(ret)} | {mean_std(ret, digits=2)} | {closed:.0f} % | "
+                     f"{mean_std([r['final']['final_distance'] for r in results], digits=2)} | "
                      f"{sum(r['wall_time_s'] for r in results) / len(results):.0f} s |")
     lines += [f"| *{name}* | – | {res['return']:.2f} | – | {res['final_distance']:.2f} | – |"
               for name, res in refs.items()]
@@ -329,55 +319,48 @@ def plot(rows: dict, refs: dict, path: Path, title: str) -> None:
     ax.set(xlabel="env steps", ylabel="evaluation return", title=title)
     ax.legend(fontsize=7), ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)  # atomic: never a half-written PNG
 
 
-def check(cfg: Config, seeds) -> None:
-    rules = {"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1, "horizon >= 1": cfg.horizon >= 1,
+def check(cfg: Config) -> None:
+    require({"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1, "horizon >= 1": cfg.horizon >= 1,
              "0 <= mix <= 1": 0 <= cfg.mix <= 1, "0 <= ema < 1": 0 <= cfg.ema < 1, "warmup >= 0": cfg.warmup >= 0,
              "updates_per_step >= 0": cfg.updates_per_step >= 0, "batch_size >= 1": cfg.batch_size >= 1,
              "eval_every >= 1": cfg.eval_every >= 1, "eval_episodes >= 1": cfg.eval_episodes >= 1,
              "stats_frames >= 2": cfg.stats_frames >= 2, "hidden >= 1": cfg.hidden >= 1,
-             "0 <= gamma < 1": 0 <= cfg.gamma < 1, "at least one seed": len(seeds) >= 1,
-             "distance in ('metric', 'euclid')": cfg.distance in ("metric", "euclid")}
-    for rule, ok in rules.items():
-        if not ok:
-            raise ValueError(f"transfer needs {rule}")
+             "0 <= gamma < 1": 0 <= cfg.gamma < 1, "at least one seed": len(cfg.seeds) >= 1,
+             "at least one encoder": len(cfg.encoders) >= 1, "threads >= 0": cfg.threads >= 0}, "transfer")
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--encoders", nargs="+", default=list(KEYWORDS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    known, rest = p.parse_known_args(argv)
-    cfg = parse_config(Config, rest)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device, out = pick_device(cfg.device), Path(cfg.out)
+    cfg = parse_config(Config, argv)
+    out = Path(cfg.out)
     try:
-        check(cfg, known.seeds)
+        check(cfg)
+        device = pick_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         G = load_generator(cfg.generator, device)
-        labels = [label_of(s) for s in known.encoders]
+        labels = [label_of(s) for s in cfg.encoders]
         if len(set(labels)) < len(labels):
             raise ValueError(f"two --encoders get the same label ({labels}): give each run its own folder name")
-        agents = {lab: load_agent_encoder(s, cfg, device) for lab, s in zip(labels, known.encoders)}  # checked first
+        agents = {lab: load_agent_encoder(s, cfg, device) for lab, s in zip(labels, cfg.encoders)}  # checked first
     except (FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
     out.mkdir(parents=True, exist_ok=True)
     gen = Path(cfg.generator).resolve()
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "threads", "out", "recompute")}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "threads", "out", "recompute", "encoders", "seeds")}
     settings.update(generator=str(gen), generator_mtime_ns=gen.stat().st_mtime_ns)
-    print(f"generator {cfg.generator} | device {device} | agents {', '.join(labels)} | seeds {known.seeds}",
+    print(f"generator {cfg.generator} | device {device} | agents {', '.join(labels)} | seeds {cfg.seeds}",
           file=sys.stderr)
     weights = distance_weights(G, cfg.distance)  # (d, d)
     refs = cached_probe(out / "references.json", settings, lambda: references(cfg, G, weights), cfg.recompute)
     refs, rows = {k: v for k, v in refs.items() if k != "key"}, {}
     try:
         for label, (encoder, ident) in agents.items():
-            for seed in known.seeds:
+            for seed in cfg.seeds:
                 def run():
                     print(f"{label} seed {seed}: training", file=sys.stderr)
                     return train_agent(cfg, G, weights, encoder, seed)
@@ -390,9 +373,7 @@ def main(argv=None) -> dict:
         sys.exit(f"interrupted; the finished (encoder, seed) runs are cached in {out}: the same command goes on")
     text = table(cfg, rows, refs)
     print("\n" + text)
-    tmp = out / "results.md.tmp"
-    tmp.write_text(text + "\n")
-    os.replace(tmp, out / "results.md")  # atomic
+    save_atomic(text + "\n", out / "results.md")
     plot(rows, refs, out / "curves.png", f"goal reaching in the world of {Path(cfg.generator).name}")
     print(f"\nwrote {out / 'results.md'} and {out / 'curves.png'}", file=sys.stderr)
     return {"rows": rows, "references": refs}

@@ -10,7 +10,7 @@ N environments step together, in one batched generator call per step. Episode e 
         o_t+1 = G(z_t+1, y)                                 decode with the pretrained generator
     after H steps the env resets itself: new y, new z_0.
 Coefficients — the paper names the mixing and the moving average but gives no values; ours are named in
-WorldConfig and were chosen by measurement (README, "world"):
+WorldConfig and were chosen by measurement (docs/world.md):
     w   `mix`           weight of the action against the noise (0 = pure noise, 1 = pure action)
     rho `ema`           persistence: 0 = i.i.d. latents every step, -> 1 = frozen latent
     s   `action_scale`  sqrt(3): a uniform action on [-1, 1] has variance 1/3, so s * a has variance 1
@@ -25,11 +25,13 @@ The textbook EMA ("plain": z_t+1 = rho z_t + (1 - rho) m_t) shrinks the stationa
 """
 import math, sys, time
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import torch
 
-from generator import load_generator, parse_config, pick_device
+from common import parse_config, pick_device
+from generator import load_generator
 
 
 @dataclass
@@ -40,10 +42,10 @@ class WorldConfig:
     mix: float = 0.5  # w: weight of the action against fresh noise in [0, 1] (paper leaves it open)
     ema: float = 0.8  # rho: EMA persistence in [0, 1) (paper leaves it open)
     action_scale: float = math.sqrt(3)  # s: makes uniform actions unit-variance
-    ema_kind: str = "vp"  # "vp" (variance-preserving, default) or "plain" (shrinks z: washed-out images)
+    ema_kind: Literal["vp", "plain"] = "vp"  # "vp" (variance-preserving) or "plain" (shrinks z: washed-out images)
     steps: int = 32  # demo: steps of the random-policy rollout
     seed: int = 0  # seeds the world's own random stream (labels, resets, noise)
-    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
     out: str = "runs/world"  # demo: folder for filmstrip.png and rollout.gif
 
 
@@ -195,7 +197,7 @@ def main(argv=None) -> None:
         G = load_generator(cfg.generator, pick_device(cfg.device))
         world = LatentWorld(G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale, cfg.ema_kind, cfg.seed)
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit("error: " + " ".join(str(e).splitlines()))
     print(f"seed {cfg.seed} | generator {cfg.generator} | mix {cfg.mix} ema {cfg.ema} ({cfg.ema_kind}) H {cfg.horizon}")
     start = time.time()
     frames = rollout(world, cfg.steps, cfg.seed)[0]

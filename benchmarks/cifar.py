@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from generator import parse_config  # noqa: E402
+from common import parse_config  # noqa: E402
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
 SWEEP = {  # knob -> values; the first value of each list is the default, run once as the baseline

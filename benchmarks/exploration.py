@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from generator import make_encoder, parse_config  # noqa: E402
+from common import make_encoder, parse_config, seed_everything  # noqa: E402
 from world import LatentWorld  # noqa: E402
 import pretrain  # noqa: E402
 
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     start = time.time()
     pc = pretrain.Config(name=f"exploration_s{cfg.seed}", generator=cfg.generator, data=cfg.data,
                          updates=cfg.updates, seed=cfg.seed, device=cfg.device, probe=False, overwrite=True)
-    pretrain.seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     run = pretrain.Run(pc)
     run.dir.mkdir(parents=True, exist_ok=True)
     run.train()  # writes runs/exploration_s<seed>/ (filmstrips, curves)

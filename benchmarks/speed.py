@@ -23,9 +23,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import SAC, SACConfig, apt_reward  # noqa: E402
-from generator import load_generator, load_split, parse_config, pick_device, to_float  # noqa: E402
+from common import parse_config, pick_device  # noqa: E402
+from generator import load_generator, load_split, to_float  # noqa: E402
 from world import LatentWorld  # noqa: E402
-import generator  # noqa: E402
+import common  # noqa: E402
 import pretrain  # noqa: E402
 
 
@@ -36,7 +37,7 @@ class Config:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     min_time: float = 1.0  # seconds each rate is measured for (after a warm-up call)
     breakdown_updates: int = 20  # updates of the default run measured for the breakdown
-    tune_malloc: bool = True  # generator.keep_freed_memory on the CPU; --no-tune-malloc measures without it
+    tune_malloc: bool = True  # common.keep_freed_memory on the CPU; --no-tune-malloc measures without it
     repeats: int = 1  # world rows: measure each batch size this many times, show the mean ratio and its range
     world_only: bool = False  # stop after the world rows (with --repeats: the 0.9 goal against the spread)
 
@@ -87,7 +88,7 @@ def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    generator.TUNE_MALLOC = cfg.tune_malloc  # before the first pick_device: the whole run with or without
+    common.TUNE_MALLOC = cfg.tune_malloc  # before the first pick_device: the whole run with or without
     dev = pick_device(cfg.device)
     start = time.time()
     torch.manual_seed(0)

@@ -91,7 +91,7 @@ def _info_nce_mistakes(a, b, tau) -> dict:
 
 def check_1(module, budget=EX1_BUDGET, min_probe: float = 0.15, name: str = "exercise1") -> None:
     import pretrain
-    from generator import parse_config
+    from common import parse_config
     student = module.info_nce
     g = torch.Generator().manual_seed(0)
     for B, P, tau in [(5, 7, 0.3), (64, 128, 0.1), (3, 2, 1.0), (32, 16, 0.05)]:

@@ -66,7 +66,7 @@ def collect(world, steps: int, seed: int = 0) -> dict:
 def pretrain_offset(frames: torch.Tensor, t: torch.Tensor, k: int, seed: int = 0):
     """A fresh encoder + head trained for UPDATES steps on pairs k apart -> (encoder, last InfoNCE loss)."""
     import pretrain
-    from generator import seed_everything
+    from common import seed_everything
     seed_everything(seed)
     model = pretrain.Model(pretrain.Config(), num_classes=10)
     opt = torch.optim.Adam(model.parameters(), LR)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402
-from generator import make_encoder  # noqa: E402
+from common import make_encoder, parse_config  # noqa: E402
 
 
 def blobs(n, num_classes=4, dim=16, sep=6.0, seed=0):
@@ -75,7 +75,7 @@ def test_linear_probe_on_images_with_raw_pixels_and_an_encoder():
     train, test = coloured_images(200), coloured_images(100, seed=1)
     assert evaluate.linear_probe(None, train, test) >= 0.98
     acc = evaluate.linear_probe(evaluate.random_encoder("cnn", 8), train, test, batch_size=64)
-    assert 0.0 <= acc <= 1.0
+    assert acc >= 0.9  # the mean colour survives a random conv net: chance is 0.25
 
 
 # ---------------------------------------------------------------------------------------------------- kNN probe
@@ -149,9 +149,9 @@ def test_load_encoder_clear_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def test_parse_args_mixes_run_folders_and_flags():
-    cfg, runs = evaluate.parse_args(["--data", "embedded", "runs/a", "runs/b", "--k", "5", "--recompute", "runs/c"])
-    assert runs == ["runs/a", "runs/b", "runs/c"]
+def test_command_line_mixes_run_folders_and_flags():
+    cfg = parse_config(evaluate.Config, ["--data", "embedded", "runs/a", "runs/b", "--k", "5", "--recompute", "runs/c"])
+    assert cfg.runs == ["runs/a", "runs/b", "runs/c"]
     assert (cfg.data, cfg.k, cfg.recompute, cfg.device) == ("embedded", 5, True, "auto")
 
 
@@ -189,7 +189,7 @@ def test_cli_bad_input_gives_one_error_line(tmp_path):
 def test_cli_table_chart_and_cache(tmp_path, monkeypatch, capsys):
     """End to end on a tiny in-memory dataset: grouping by method, reference rows, cached results, chart."""
     splits = (coloured_images(120), coloured_images(60, seed=1))
-    monkeypatch.setattr(evaluate, "load_data", lambda data: splits)
+    monkeypatch.setattr(evaluate, "load_data", lambda data, download=False: splits)
     monkeypatch.setattr(evaluate, "CACHE", tmp_path / "cache")
     (tmp_path / "cache").mkdir()
     runs = []
@@ -212,6 +212,6 @@ def test_cli_table_chart_and_cache(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out == table
     with pytest.raises(AssertionError, match="cached"):  # changed probe settings invalidate the cache
         evaluate.main([*runs, "--device", "cpu", "--max-iter", "50", "--k", "5"])
-    monkeypatch.setattr(evaluate, "load_data", lambda data: (coloured_images(120, seed=2), splits[1]))
+    monkeypatch.setattr(evaluate, "load_data", lambda data, download=False: (coloured_images(120, seed=2), splits[1]))
     with pytest.raises(AssertionError, match="cached"):  # so do changed images (e.g. a regenerated dataset)
         evaluate.main([*runs, "--device", "cpu", "--max-iter", "50"])

@@ -15,7 +15,7 @@ import torch.nn as nn
 import agent
 import pretrain
 import world
-from generator import ROOT
+from common import ROOT
 
 spec = importlib.util.spec_from_file_location("exercise_check", ROOT / "exercises" / "check.py")
 check = importlib.util.module_from_spec(spec)

@@ -39,9 +39,10 @@ def test_generator_is_batch_independent_in_eval_mode(tiny_G):
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_G, tmp_path):
     path = tmp_path / "g.pt"
     gen.save_generator(tiny_G, path, {"note": "test"}, ["a", "b", "c"])
-    G2 = gen.load_generator(path)
+    G2 = gen.load_generator(path)  # channels-last, as every loaded G
     z, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 1])
-    assert torch.equal(tiny_G(z, y), G2(z, y))
+    tiny_G = tiny_G.to(memory_format=torch.channels_last)  # the same memory format, so the same kernels
+    assert torch.allclose(tiny_G(z, y), G2(z, y), rtol=0, atol=1e-6)  # tolerance: kernels may reorder sums
     assert (G2.latent_dim, G2.num_classes, G2.image_size) == (8, 3, 32)
     assert not G2.training and G2.classes == ["a", "b", "c"]
 
@@ -99,14 +100,6 @@ def test_shipped_generators_load_and_sample():
         assert torch.isfinite(out).all()
 
 
-def test_encoders_map_images_to_features():
-    x = torch.randn(2, 3, 32, 32)
-    cnn = gen.make_encoder("cnn", 8)
-    assert cnn(x).shape == (2, cnn.feature_dim) == (2, 64)
-    with pytest.raises(ValueError, match="unknown encoder"):
-        gen.make_encoder("vit")
-
-
 def test_image_folder_loading(tmp_path, monkeypatch):
     from PIL import Image
     monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
@@ -134,7 +127,3 @@ def test_conditional_batchnorm_matches_its_formula():
     assert torch.allclose(cbn(x, y), expected, atol=1e-5)
 
 
-def test_pick_device_on_the_cpu_keeps_working_after_malloc_tuning():
-    assert gen.pick_device("cpu").type == "cpu"
-    gen.keep_freed_memory()  # idempotent; nothing to see but that allocations still work
-    assert torch.ones(1 << 20).sum().item() == 1 << 20

@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 import pretrain
-from generator import ROOT, save_generator
+from common import ROOT
+from generator import save_generator
 
 SHIPPED = str(ROOT / "checkpoints" / "embedded_gan.pt")
 
@@ -103,9 +104,9 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "magic"], "--method must be one of"),
-    (["--temperature", "0"], "temperature > 0"),
-    (["--probe-split", "train"], "probe_split in (test, val)"),
+    (["--method", "magic"], "invalid choice: 'magic'"),
+    (["--temperature", "0"], "0 < temperature < inf"),
+    (["--probe-split", "train"], "invalid choice: 'train'"),
     (["--generator", "nowhere.pt", "--no-probe"], "not found"),
 ])
 def test_bad_flags_give_one_clear_error(tmp_path, args, message):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import transfer
-from generator import make_encoder, save_generator
+from common import make_encoder
+from generator import save_generator
 from world import latent_step
 
 

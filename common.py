@@ -1,0 +1,267 @@
+"""common.py — the plumbing every script shares, at the bottom of the house (it imports no other file of ours).
+
+    pick_device("auto")            CUDA when present, else the CPU (where it also tunes malloc)
+    seed_everything(seed)          python, numpy and torch in one call
+    parse_config(Config, argv)     a dataclass -> argparse flags; each field's comment is its --help text
+    atomic_path(path)              write to a temporary file, then rename: never a half-written file
+    run_dir(name)                  runs/<name>, refusing names that would write anywhere else
+    RunLock(folder)                runs/<name>/.lock: one process per run folder
+    timed(stages, key)             add a block's wall time to stages[key]
+    make_encoder(name, width)      the encoder that pretrain.py trains and evaluate.py / transfer.py score
+Files import downward only: common -> generator -> world -> agent -> evaluate -> pretrain -> transfer.
+"""
+import argparse, contextlib, ctypes, dataclasses, inspect, io, json, os, random, re, sys, time, tokenize, typing
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+ROOT = Path(__file__).resolve().parent
+DEVICES = ("auto", "cpu", "cuda")  # --device choices; "auto" = CUDA when present, else CPU
+TUNE_MALLOC = True  # pick_device calls keep_freed_memory on the CPU (benchmarks/speed.py --no-tune-malloc: off)
+
+
+class ConfigError(ValueError):
+    """A flag or input the run cannot use; the scripts print it as one `error:` line and exit non-zero."""
+
+
+# ---- device and seeds ----------------------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    """"auto" -> CUDA when present, else CPU. On the CPU it also tunes malloc (keep_freed_memory, below)."""
+    if name not in DEVICES:
+        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible to torch (use --device cpu or auto)")
+    device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+    if device.type == "cpu" and TUNE_MALLOC:
+        keep_freed_memory()
+    return device
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed buffers instead of handing them back to the OS: by default every batch's
+    activations above 128 KiB come from fresh pages that the kernel must fault in and zero, which makes the
+    generator 1.2-1.8x slower on a 2-core x86 CPU (docs/performance.md). Linux/glibc only: returns whether both
+    settings were accepted (False elsewhere, where it does nothing)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    mmap_max = libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: every buffer comes from the heap, none from a fresh mmap
+    trim = libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap instead of returning it
+    return mmap_max == 1 and trim == 1  # mallopt returns 1 on success
+
+
+def seed_everything(seed: int) -> None:
+    """The one seeding block: python, numpy and torch (CPU and every GPU). Worlds take their own seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---- configs and command lines -------------------------------------------------------------------------------------
+def field_help(cls) -> dict[str, str]:
+    """{field: its trailing comment} from the dataclass's source; comment-only lines right below continue it."""
+    lines = inspect.getsource(cls).splitlines()
+    names = {f.name for f in dataclasses.fields(cls)}
+    helps, last = {}, None
+    for tok in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline):
+        if tok.type != tokenize.COMMENT:
+            continue
+        line = lines[tok.start[0] - 1]
+        m = re.match(r"\s+(\w+)\s*:", line)
+        if m and m.group(1) in names:
+            last = m.group(1)
+            helps[last] = tok.string.lstrip("# ").strip()
+        elif last and line.strip().startswith("#"):  # a continuation of the field above
+            helps[last] += " " + tok.string.lstrip("# ").strip()
+        else:
+            last = None
+    return helps
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one `error:` line instead of argparse's usage block
+        sys.exit(f"error: {message} (see --help)")
+
+
+def parse_config(cls, argv=None):
+    """A dataclass instance from the command line (make_parser); argv items may be paths."""
+    argv = None if argv is None else [str(a) for a in argv]
+    return cls(**vars(make_parser(cls).parse_intermixed_args(argv)))  # run folders may sit between flags
+
+
+def make_parser(cls) -> argparse.ArgumentParser:
+    """argparse flags from a dataclass: --field value; bools --flag / --no-flag; typing.Literal fields take only their
+    choices; list fields take several values; a field with metadata {"positional": True} is positional. The field's
+    comment is its help text, and --help shows every default and choice."""
+    doc = (sys.modules[cls.__module__].__doc__ or "").strip()
+    p = _Parser(description=doc.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    helps = field_help(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw = {"default": default, "help": helps.get(f.name, " ").replace("%", "%%")}
+        if typing.get_origin(f.type) is typing.Literal:
+            kw.update(choices=typing.get_args(f.type), type=type(typing.get_args(f.type)[0]))
+        elif f.type in (bool, "bool"):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(f.type) is list:
+            kw.update(nargs="*", type=typing.get_args(f.type)[0])
+        else:
+            kw["type"] = type(default)
+        if f.metadata.get("positional"):
+            p.add_argument(f.name, metavar=f.name.upper(), **{"nargs": "*", **kw})
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), **kw)
+    return p
+
+
+def require(rules: dict[str, bool], who: str) -> None:
+    """Raise ConfigError naming the first rule that does not hold: {"updates >= 1": cfg.updates >= 1, ...}."""
+    for rule, ok in rules.items():
+        if not ok:
+            raise ConfigError(f"{who} needs {rule}")
+
+
+# ---- files ---------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path):
+    """with atomic_path(p) as tmp: write tmp. On success tmp replaces p in one rename; on any error p is untouched and
+    tmp is removed. The temporary name carries the PID, so two processes never share one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_atomic(obj, path) -> None:
+    """torch.save, atomically. Text (str) is written as UTF-8."""
+    with atomic_path(path) as tmp:
+        if isinstance(obj, str):
+            tmp.write_text(obj)
+        else:
+            torch.save(obj, tmp)
+
+
+def load_checkpoint(path, what: str, map_location="cpu") -> dict:
+    """torch.load(weights_only=True) with one clear error for a missing, truncated or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated / not a torch file / unsafe pickle
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{what} {path} is corrupt or not a torch file: {first[:200]}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{what} {path} is not a checkpoint dict")
+    return ckpt
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def run_dir(name: str, root: str = "runs") -> Path:
+    """runs/<name> for a single path component made of letters, digits, '.', '_' and '-' (not '.' or '..')."""
+    if not RUN_NAME.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"--name must be one folder name of letters, digits, '.', '_' or '-' (not '.' or '..'), "
+                          f"got {name!r}")
+    return Path(root) / name
+
+
+class RunLock:
+    """runs/<name>/.lock, created with O_EXCL and holding the owner's PID: a second process on the same run folder
+    stops with one line. A lock left by a dead process is taken over (with a note)."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _alive(owner):
+                    raise ConfigError(f"{self.path.parent} is in use by process {owner} (lock file {self.path})")
+                print(f"note: taking over the stale lock {self.path} (process {owner} is gone)", file=sys.stderr)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+        raise ConfigError(f"could not take the lock {self.path}")
+
+    def _owner(self):
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc):
+        if self._owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def timed(stages: dict, key: str, device: torch.device | None = None):
+    """Add the wall time of the block to stages[key] (on CUDA, after the queued kernels have finished)."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    yield
+    sync()
+    stages[key] = stages.get(key, 0.0) + time.perf_counter() - t
+
+
+def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
+    """'m' for one value, 'm ± s' (sample std, n - 1) for several, after multiplying by scale."""
+    v = torch.tensor(values, dtype=torch.float64) * scale
+    return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+
+
+def read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+# ---- the encoder ---------------------------------------------------------------------------------------------------
+def make_encoder(name: str = "cnn", width: int = 32) -> nn.Module:
+    """Encoder: images (B, 3, 32, 32) in [-1, 1] -> features (B, encoder.feature_dim). pretrain.py trains it,
+    evaluate.py and transfer.py score it frozen, generator.py's GAN-test uses it as a classifier body.
+
+    "cnn": 4 conv layers (1,400 img/s fwd+bwd on a 2-core x86 CPU, benchmarks/speed.py); "resnet18": torchvision's
+    ResNet-18 with the usual CIFAR stem (3x3 conv, no max-pool), for GPU users."""
+    if name == "cnn":
+        if width < 1:
+            raise ConfigError(f"the cnn encoder needs width >= 1, got {width}")
+        chans = [3, width, 2 * width, 4 * width, 8 * width]
+        layers = []
+        for i in range(4):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, 1 if i == 0 else 2, 1, bias=False),
+                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU()]
+        net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 8 * width)
+        net.feature_dim = 8 * width
+    elif name == "resnet18":
+        import torchvision
+        net = torchvision.models.resnet18(weights=None)  # never downloads weights
+        net.conv1, net.maxpool, net.fc = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity(), nn.Identity()
+        net.feature_dim = 512  # (B, 512)
+    else:
+        raise ConfigError(f"unknown encoder {name!r}; choose 'cnn' or 'resnet18'")
+    return net.to(memory_format=torch.channels_last)  # NHWC convs: 1.5x fwd + bwd on the CPU (docs/performance.md)
