@@ -26,7 +26,8 @@ from generator import CACHE, load_split, to_float
 
 @dataclass
 class Config:
-    runs: list[str] = field(default_factory=list, metadata={"positional": True})  # run folders (or encoder.pt files) of pretrain.py; folders without an encoder are skipped
+    runs: list[str] = field(default_factory=list, metadata={"positional": True})  # run folders (or encoder.pt
+    #                 files) of pretrain.py; folders without an encoder are skipped with a note
     data: str = ""  # "embedded", "cifar10" or an ImageFolder path with train/ and test/; "" = the first run's data
     download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10 (needs internet once)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU

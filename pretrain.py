@@ -47,7 +47,8 @@ BUDGET = ("updates", "checkpoint_every", "probe", "probe_images", "probe_split",
 class Config:
     method: Literal[METHODS] = "palmup"  # what to pretrain with (module docstring)
     name: str = ""  # run folder runs/<name> (letters, digits, . _ -); default "<method>_s<seed>"
-    data: str = "embedded"  # real images for simclr / supervised training and the final probe: "embedded", "cifar10" or an ImageFolder path with train/ and test/
+    data: str = "embedded"  # real images (simclr / supervised training, the final probe): "embedded", "cifar10"
+    #                          or an ImageFolder path with train/ and test/
     download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10 (needs internet once)
     generator: str = "checkpoints/embedded_gan.pt"  # the world's generator (generator.py)
     encoder: Literal["cnn", "resnet18"] = "cnn"  # "cnn" (CPU default) or "resnet18" (GPU)
@@ -72,10 +73,11 @@ class Config:
     checkpoint_every: int = 250  # updates between resumable checkpoints
     probe: bool = True  # finish with the linear probe on `data` (evaluate.py)
     probe_images: int = 0  # 0 = the whole split; n = only the first n train / n // 5 test images (quick checks)
-    probe_split: Literal["test", "val"] = "test"  # "test", or "val": fit on 90 % of train, score the other 10 % (tune on this)
+    probe_split: Literal["test", "val"] = "test"  # "val": fit on 90 % of train, score the other 10 % (tune on this)
     overwrite: bool = False  # redo a finished run of the same name
     max_weight: float = 1e4  # divergence guard: stop when any encoder weight grows past this in absolute value
-    chance_patience: int = 10  # divergence guard: stop when the loss sits at its chance value for this many logged steps (every 10 updates) after the first 100 updates
+    chance_patience: int = 10  # divergence guard: stop when the loss sits at its chance value for this many logged
+    #                            steps (one per 10 updates) after the first 100 updates
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -227,25 +229,24 @@ class Run:
                     for _ in range(cfg.warmup):
                         self.explore(torch.rand(cfg.num_envs, self.G.latent_dim, device=self.device) * 2 - 1)
         total = cfg.updates if cfg.method != "none" else 0
-        bar = tqdm(total=total, initial=self.step, desc=cfg.name, mininterval=1)
         t0 = t_start = time.time()  # t0: start of the time not yet added to self.wall
         images = 0  # images through the encoder since t_start (a resumed run starts counting anew)
-        while self.step < total:
-            log = self.update()
-            self.step += 1
-            images += 2 * cfg.batch_size
-            bar.update()
-            if self.step % 10 == 0:
-                log.update(update=self.step, time_s=round(self.wall + time.time() - t0, 2))  # since the start
-                self.metrics.append(log)
-                bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
-                                alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{images / (time.time() - t_start):.0f}")
-                self.check_divergence()
-            if self.step % cfg.checkpoint_every == 0 and self.step < total:
-                self.wall, t0 = self.wall + time.time() - t0, time.time()
-                with timed(self.stage_s, "filmstrips, checkpoints, plots"):
-                    save_atomic(self.state(), self.dir / "ckpt.pt")
-        bar.close()
+        with tqdm(total=total, initial=self.step, desc=cfg.name, mininterval=1) as bar:
+            while self.step < total:
+                log = self.update()
+                self.step += 1
+                images += 2 * cfg.batch_size
+                bar.update()
+                if self.step % 10 == 0:
+                    log.update(update=self.step, time_s=round(self.wall + time.time() - t0, 2))  # since the start
+                    self.metrics.append(log)
+                    bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
+                                    alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{images / (time.time() - t_start):.0f}")
+                    self.check_divergence()
+                if self.step % cfg.checkpoint_every == 0 and self.step < total:
+                    self.wall, t0 = self.wall + time.time() - t0, time.time()
+                    with timed(self.stage_s, "filmstrips, checkpoints, plots"):
+                        save_atomic(self.state(), self.dir / "ckpt.pt")
         self.wall += time.time() - t0  # the training loop only
         with timed(self.stage_s, "filmstrips, checkpoints, plots"):
             self.filmstrip(self.dir / "filmstrip_end.png")
@@ -276,8 +277,8 @@ class Run:
         if hasattr(self, "world"):
             w, b = self.world, self.buffer
             s["world"] = {"z": w.z, "y": w.y, "t": w.t, "steps": w._steps, "rng": w.rng.get_state(), "obs": self.obs}
-            s["buffer"] = {"ptr": b.ptr, "size": b.size, **{k: getattr(b, k)[:b.size] for k in
-                                                             ("obs", "next_obs", "action", "label")}}
+            filled = {k: getattr(b, k)[:b.size].clone() for k in ("obs", "next_obs", "action", "label")}  # a view
+            s["buffer"] = {"ptr": b.ptr, "size": b.size, **filled}  # would save the whole preallocated storage
         if hasattr(self, "sac"):
             s["sac"] = {"nets": self.sac.state_dict(), "updates": self.sac.num_updates, "last": self.sac.last_actor,
                         "opts": [o.state_dict() for o in (self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt)]}
@@ -388,6 +389,8 @@ def probe(run: Run) -> dict:
         (xtr, ytr), (xte, yte, _) = (run.x, run.y), load_split(cfg.data, "test", cfg.download)
     n = cfg.probe_images or len(xtr)
     train, test = (xtr[:n], ytr[:n]), (xte[:max(n // 5, 1)], yte[:max(n // 5, 1)])
+    if len(test[0]) == 0 or len(train[0]) < 2:
+        raise ValueError(f"the probe needs images: {len(train[0])} to fit on, {len(test[0])} to score ({cfg.data})")
     with timed(run.stage_s, "linear probe", run.device):
         key = "linear_probe" if cfg.probe_split == "test" else "linear_probe_val"
         return {key: round(linear_probe(run.model.encoder, train, test, device=run.device), 4)}

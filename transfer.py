@@ -13,7 +13,8 @@ picture. Like ||dz|| / sqrt(d) (`--distance euclid`, M = I) it is ~sqrt(2) betwe
 Not the plain ||dz||: most of z does not show. With the embedded generator 8 of M's 64 eigen-directions hold 95 %
 of its trace; a ridge regression recovers 5-8 % of z's variance from the features of the encoders tried, but
 68-75 % of the M-weighted z. With the plain distance the image agents end below uniform-random actions (-28.6 vs
--22.4, docs/transfer.md). A reward on the pixels, -RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off the prior.
+-22.4, docs/transfer.md). A reward on the pixels, -RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off
+the prior.
 The agent never sees a latent, except the "oracle", whose s_t = [z_t, z_goal]. Every agent is agent.SAC with the
 same settings, env steps and seeds. A curve point is the mean return (sum of the H rewards) of the deterministic
 policy tanh(mean) on fixed evaluation episodes, the same for every agent and seed (paired comparisons). References:
@@ -24,7 +25,8 @@ World coefficients: pretraining's (w = 0.5, rho = 0.8, s = sqrt(3)), so Palm-up'
 leave enough control: a unit action moves z by sqrt(1 - rho^2) w s = 0.52, as much as the noise's std per step,
 and holding z on a goal needs |a| = (1 - rho) |z_goal| / 0.52 < 1 for 99 % of the coordinates. Embedded generator,
 H = 16: uniform-random -22.1, greedy -9.7, the oracle's SAC -11.6. Our SAC settings beat agent.SACConfig's (-13.9,
-twice slower) on the oracle (docs/transfer.md). Features are standardised with the mean / std of random frames G(z, y), as
+twice slower) on the oracle (docs/transfer.md). Features are standardised with the mean / std of random frames G(z, y),
+as
 in the linear probe: SAC gets inputs of one scale whatever the encoder. Replay holds the features (s, a, r, s'),
 not agent.ReplayBuffer's uint8 frames: they never change (frozen encoder), and no frame is re-encoded per update.
 s' of an episode's last step is its true successor, same goal; agent.SAC always bootstraps (time limit).
@@ -54,10 +56,12 @@ KEYWORDS = ("oracle", "random-init")
 
 @dataclass
 class Config:
-    encoders: list[str] = field(default_factory=lambda: ["oracle", "random-init"])  # encoder.pt files or run folders of pretrain.py, or the keywords oracle and random-init
+    encoders: list[str] = field(default_factory=lambda: ["oracle", "random-init"])  # encoder.pt files or run
+    #                     folders of pretrain.py, or the keywords oracle and random-init
     seeds: list[int] = field(default_factory=lambda: [0])  # one SAC run per (encoder, seed)
     generator: str = "checkpoints/embedded_gan.pt"  # the world's generator (generator.py)
-    distance: Literal["metric", "euclid"] = "metric"  # "metric": pixel-sensitivity weighted (docstring); "euclid": ||z - z_goal|| / sqrt(d)
+    distance: Literal["metric", "euclid"] = "metric"  # "metric": pixel-sensitivity weighted (docstring);
+    #                                                    "euclid": ||z - z_goal|| / sqrt(d)
     env_steps: int = 65536  # env transitions per (encoder, seed) run, warmup included
     num_envs: int = 32  # episodes in lock-step: one batched G and encoder call per step
     horizon: int = 16  # H: steps per episode (world.py's value)
@@ -351,7 +355,8 @@ def main(argv=None) -> dict:
         sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
     out.mkdir(parents=True, exist_ok=True)
     gen = Path(cfg.generator).resolve()
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "threads", "out", "recompute", "encoders", "seeds")}
+    ignore = ("device", "threads", "out", "recompute", "encoders", "seeds")  # what changes no result
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignore}
     settings.update(generator=str(gen), generator_mtime_ns=gen.stat().st_mtime_ns)
     print(f"generator {cfg.generator} | device {device} | agents {', '.join(labels)} | seeds {cfg.seeds}",
           file=sys.stderr)

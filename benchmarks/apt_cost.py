@@ -1,4 +1,4 @@
-"""benchmarks/apt_cost.py — what the agent's two data-path choices cost on this machine (< 1 min on 2 CPU cores).
+"""benchmarks/apt_cost.py — what the agent's two data-path choices cost (< 1 min on a 2-core x86 CPU).
 
 1. apt_reward(features (B, 256), k=12) for B = 256 ... 4096: the kNN step is O(B^2 D) (cdist) + O(B^2) (topk),
    so time / (B/256)^2 should stay roughly flat once B is large enough to amortise call overheads.
@@ -7,16 +7,19 @@
 
     python benchmarks/apt_cost.py [--device cpu|cuda] [--threads 1]
 """
-import argparse
 import os
 import statistics
 import sys
 import time
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import parse_config  # noqa: E402
 from agent import ReplayBuffer, apt_reward  # noqa: E402
 
 
@@ -52,12 +55,15 @@ def stand_in_dcgan(latent_dim: int = 64) -> nn.Module:
     return G().eval()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--buffer", type=int, default=50_000, help="transitions held when sampling")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    args = p.parse_args()
+@dataclass
+class Config:
+    device: Literal["cpu", "cuda"] = "cpu"  # where the buffer, the networks and the reward live
+    buffer: int = 50_000  # transitions held when sampling
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+
+
+def main(argv=None) -> None:
+    args = parse_config(Config, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)

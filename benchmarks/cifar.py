@@ -1,4 +1,4 @@
-"""benchmarks/cifar.py — the CIFAR-10 results table (issue 7) and the sweeps that chose its settings.
+"""benchmarks/cifar.py — the CIFAR-10 results table and the sweeps that chose its settings.
 
     python benchmarks/cifar.py sweep     # Palm-up knobs one at a time (+ GenRep's sigma), probe on a VALIDATION split
     python benchmarks/cifar.py table     # 6 methods x 3 seeds, then evaluate.py's table on the test split
@@ -11,6 +11,7 @@ probe on 90 % of the training set and scores the other 10 %.
 """
 import json, os, subprocess, sys, time
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,13 +34,13 @@ GENREP_SIGMAS = ["0.3", "0.6", "1.0"]
 
 @dataclass
 class Config:
-    data: str = "../shared/data/cifar10"  # ImageFolder with train/ and test/ (the probes' real images)
+    data: str = "cifar10"  # "cifar10" (torchvision, in data/cifar10) or an ImageFolder copy with train/ and test/
     generator: str = "checkpoints/cifar10_gan.pt"  # the world's generator
     updates: int = 600  # encoder updates per run: the one budget of the table
     seeds: str = "0,1,2"  # table seeds
     prefix: str = "cifar"  # run folders runs/<prefix>_...
     parallel: int = 1  # runs at once
-    device: str = "auto"  # passed to pretrain.py
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # passed to pretrain.py
     extra: str = ""  # more pretrain.py flags for every run, e.g. "--encoder resnet18"
     knobs: str = ""  # sweep: only these knobs, comma-separated (e.g. "width,num-envs"); "" = all
 

@@ -10,7 +10,7 @@ pixels, a random-init encoder that neither run trained, and the agent's own enco
 in). A ratio > 1 means the agent's frames are more spread out than the random policy's.
 
     python benchmarks/exploration.py                 # embedded world, ~5 min on 2 CPU cores
-    python benchmarks/exploration.py --generator checkpoints/cifar10_gan.pt --data ../shared/data/cifar10
+    python benchmarks/exploration.py --generator checkpoints/cifar10_gan.pt --data cifar10
 """
 import os, sys, time
 from dataclasses import dataclass

@@ -18,6 +18,7 @@ Each row is a measured rate and its ratio to the rate of the bare computation th
 """
 import dataclasses, os, sys, time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -33,7 +34,7 @@ import pretrain  # noqa: E402
 @dataclass
 class Config:
     generator: str = "checkpoints/embedded_gan.pt"  # the world's generator
-    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
     threads: int = 0  # torch CPU threads (0 = torch's default)
     min_time: float = 1.0  # seconds each rate is measured for (after a warm-up call)
     breakdown_updates: int = 20  # updates of the default run measured for the breakdown

@@ -1,4 +1,4 @@
-"""Tests for exercises/ (issue 10): every check passes on a reference solution built from the project's own
+"""Tests for exercises/: every check passes on a reference solution built from the project's own
 functions, and fails with one helpful message on the untouched stub (skipped once a student edited it).
 Expensive parts get tiny budgets (ex1: 10 pretraining updates) or fake run folders (ex5, ex6): ~20 s."""
 import ast

@@ -1,0 +1,245 @@
+"""Bad input and faults: each ends in one `error:` line and a non-zero exit before any file is written, or is
+handled so that nothing is silently wrong (data cache, resume, run names, locks, divergence, evaluate's folders)."""
+import subprocess, sys
+
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+import generator as gen
+import pretrain
+from common import ROOT
+
+SHIPPED = str(ROOT / "checkpoints" / "embedded_gan.pt")
+TINY = ["--updates", "12", "--batch-size", "16", "--num-envs", "8", "--warmup", "2", "--buffer-size", "2000",
+        "--checkpoint-every", "5", "--generator", SHIPPED, "--no-probe"]
+
+
+def image_folder(root, counts: dict, size=8, ext="png", splits=("train", "test")):
+    """root/<split>/<class>/<i>.<ext>, class c filled with a colour of its own."""
+    for split in splits:
+        for j, (c, n) in enumerate(counts.items()):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (size, size), (40 * j, 255 - 40 * j, 7 * i)).save(root / split / c / f"{i}.{ext}")
+    return root
+
+
+def cli_error(proc) -> str:
+    """The single `error:` line of a failed command."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and lines and lines[-1].startswith("error:"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return lines[-1]
+
+
+def run(script, *args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def main_error(argv) -> str:
+    """pretrain.main in this process -> its one-line `error:` message (sys.exit with a string)."""
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(argv)
+    msg = e.value.code
+    assert isinstance(msg, str) and msg.startswith("error:") and "\n" not in msg, msg
+    return msg
+
+
+# ---- 1. the ImageFolder cache ------------------------------------------------------------------------------------
+def test_folders_whose_paths_flatten_alike_never_share_a_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
+    a = image_folder(tmp_path / "col" / "x_y", {"a": 5, "b": 5})
+    b = image_folder(tmp_path / "col" / "x" / "y", {"a": 1, "b": 1})
+    assert len(gen.load_split(str(a), "train")[0]) == 10
+    assert len(gen.load_split(str(b), "train")[0]) == 2
+
+
+def test_an_edited_folder_is_read_anew(tmp_path, monkeypatch):
+    monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
+    root = image_folder(tmp_path / "d", {"a": 2, "b": 2})
+    assert gen.load_split(str(root), "train")[2] == ["a", "b"]
+    image_folder(root, {"c": 3}, splits=("train",))  # a new class folder
+    x, y, classes = gen.load_split(str(root), "train")
+    assert classes == ["a", "b", "c"] and len(x) == 7
+
+
+@pytest.mark.parametrize("ext", ["bmp", "tif", "ppm", "jpg"])
+def test_every_format_pil_reads_loads(tmp_path, monkeypatch, ext):
+    monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
+    root = image_folder(tmp_path / "d", {"a": 2, "b": 1}, size=40, ext=ext)
+    x, y, classes = gen.load_split(str(root), "test")
+    assert x.shape == (3, 3, 32, 32) and y.tolist() == [0, 0, 1] and classes == ["a", "b"]
+
+
+def test_an_unreadable_image_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
+    root = image_folder(tmp_path / "d", {"a": 2})
+    (root / "train" / "a" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png"):
+        gen.load_split(str(root), "train")
+
+
+# ---- 2. a folder with train/ only --------------------------------------------------------------------------------
+def test_a_folder_without_test_split_is_an_error_before_any_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
+    root = image_folder(tmp_path / "only_train", {"a": 10, "b": 10}, splits=("train",))
+    msg = main_error(["--method", "none", "--data", str(root), "--name", "x"])
+    assert "no test/" in msg and not (tmp_path / "runs").exists()
+    result = pretrain.main(["--method", "none", "--data", str(root), "--name", "v", "--probe-split", "val"])
+    assert 0 <= result["linear_probe_val"] <= 1  # the validation split stays available
+
+
+# ---- 3. resume -----------------------------------------------------------------------------------------------------
+def crash_at(monkeypatch, step):
+    real = pretrain.Run.update
+
+    def update(self):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return real(self)
+    monkeypatch.setattr(pretrain.Run, "update", update)
+    return real
+
+
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pretrain.main([*TINY, "--name", "whole"])
+    real = crash_at(monkeypatch, 8)  # killed after the checkpoint at update 5
+    with pytest.raises(SystemExit, match="interrupted at update 8"):
+        pretrain.main([*TINY, "--name", "cut"])
+    monkeypatch.setattr(pretrain.Run, "update", real)
+    pretrain.main([*TINY, "--name", "cut"])  # resumes from update 5
+    a, b = (torch.load(tmp_path / "runs" / n / "encoder.pt", weights_only=True)["state_dict"] for n in ("whole", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit: same process, same kernels
+    logs = [(tmp_path / "runs" / n / "metrics.csv").read_text().splitlines() for n in ("whole", "cut")]
+    assert [row.split(",")[:3] for row in logs[0]] != [] and len(logs[0]) == len(logs[1])
+
+
+def test_resume_refuses_a_checkpoint_of_another_experiment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crash_at(monkeypatch, 7)
+    with pytest.raises(SystemExit, match="interrupted"):
+        pretrain.main([*TINY, "--name", "r"])
+    assert (tmp_path / "runs" / "r" / "ckpt.pt").exists()
+    assert "another experiment" in main_error([*TINY, "--name", "r", "--method", "genrep"])
+    assert "width 32 there, 16 here" in main_error([*TINY, "--name", "r", "--width", "16"])
+    ckpt = tmp_path / "runs" / "r" / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])  # truncated
+    assert "corrupt" in main_error([*TINY, "--name", "r"])
+
+
+# ---- 4, 5. run names and locks -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/palmup_abs", ".", "a/b"])
+def test_run_names_outside_runs_are_refused_before_any_file(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    assert "--name" in main_error([*TINY, "--name", name])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "runs" / "busy").mkdir(parents=True)
+        (tmp_path / "runs" / "busy" / ".lock").write_text(str(other.pid))
+        assert f"in use by process {other.pid}" in main_error([*TINY, "--name", "busy"])
+        assert sorted(p.name for p in (tmp_path / "runs" / "busy").iterdir()) == [".lock"]
+    finally:
+        other.kill()
+        other.wait()
+
+
+# ---- 6. divergence without a NaN ---------------------------------------------------------------------------------
+def test_a_diverging_run_stops_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    msg = main_error(["--method", "genrep", "--lr", "1e6", "--updates", "40", "--batch-size", "16",
+                      "--generator", SHIPPED, "--no-probe", "--name", "d"])
+    assert "diverged" in msg and not (tmp_path / "runs" / "d" / "result.json").exists()
+
+
+def test_a_loss_pinned_at_chance_is_caught(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = pretrain.Config(method="genrep", name="c", batch_size=16, generator=SHIPPED, probe=False)
+    run = pretrain.Run(cfg)
+    run.step = 200
+    run.metrics = [{"update": u, "loss": float(torch.log(torch.tensor(16.0)))} for u in range(110, 210, 10)]
+    with pytest.raises(FloatingPointError, match="chance value"):
+        run.check_divergence()
+    run.metrics[-1]["loss"] = 2.0  # one step that learns: not stuck
+    run.check_divergence()
+
+
+# ---- 7. generator.py --eval on data with another class count -----------------------------------------------------
+def test_gan_test_checks_the_class_count(tmp_path, tiny_G, monkeypatch):
+    monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
+    root = image_folder(tmp_path / "two", {"a": 2, "b": 2})  # tiny_G has 3 classes
+    with pytest.raises(ValueError, match="3 classes but"):
+        gen.gan_test(tiny_G, str(root), n=6, epochs=1)
+
+
+# ---- 8. one line instead of a traceback, before any file ---------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--width", "0"], "width >= 1"),
+    (["--checkpoint-every", "0"], "checkpoint_every >= 1"),
+    (["--apt-k", "0"], "1 <= apt_k < batch_size"),
+    (["--lr", "inf"], "0 < lr < inf"),
+    (["--name", "../up"], "--name"),
+])
+def test_bad_flags_fail_before_any_file(tmp_path, args, message):
+    line = cli_error(run("pretrain.py", *args, cwd=tmp_path))
+    assert message in line and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line(tmp_path):
+    assert "no CUDA GPU" in cli_error(run("pretrain.py", "--device", "cuda", cwd=tmp_path))
+
+
+def test_a_generator_checkpoint_missing_a_field_is_named(tmp_path, tiny_G):
+    path = tmp_path / "g.pt"
+    gen.save_generator(tiny_G, path, {}, ["a", "b", "c"])
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["latent_dim"]
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="lacks latent_dim"):
+        gen.load_generator(path)
+
+
+def test_ctrl_c_during_the_probe_is_one_line_and_writes_no_result(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pretrain, "linear_probe", interrupted)
+    with pytest.raises(SystemExit, match="interrupted during the linear probe"):
+        pretrain.main(["--method", "genrep", "--updates", "2", "--batch-size", "16", "--generator", SHIPPED,
+                       "--probe-images", "100", "--name", "p"])
+    assert (tmp_path / "runs" / "p" / "encoder.pt").exists() and not (tmp_path / "runs" / "p" / "result.json").exists()
+
+
+def test_an_unwritable_runs_folder_is_one_line(tmp_path):
+    (tmp_path / "runs").write_text("a file where the runs folder should be")
+    line = cli_error(run("pretrain.py", "--method", "genrep", "--updates", "2", "--batch-size", "16", "--no-probe",
+                         "--generator", SHIPPED, cwd=tmp_path))
+    assert "runs" in line
+
+
+# ---- 9. evaluate.py runs/* with a folder that holds no encoder -----------------------------------------------------
+def test_evaluate_skips_folders_without_an_encoder(tmp_path, monkeypatch, capsys):
+    from tests.test_evaluate import coloured_images, save_ckpt
+    from common import make_encoder
+    splits = (coloured_images(80), coloured_images(40, seed=1))
+    monkeypatch.setattr(evaluate, "load_data", lambda data, download=False: splits)
+    monkeypatch.setattr(evaluate, "CACHE", tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "runs" / "world").mkdir(parents=True)  # what `python world.py` leaves
+    (tmp_path / "runs" / "world" / "filmstrip.png").write_bytes(b"png")
+    good = save_ckpt(tmp_path / "runs" / "palmup_s0" / "encoder.pt", make_encoder("cnn", 8)).parent
+    evaluate.main([tmp_path / "runs" / "world", good, "--device", "cpu", "--max-iter", "20"])
+    out = capsys.readouterr()
+    assert "skipping" in out.err and "world" in out.err and "| palmup | 1 |" in out.out
