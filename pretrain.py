@@ -154,6 +154,8 @@ class Run:
         cfg = self.cfg
         with timed(self.stage_s, "explore + pairs", self.device):
             v1, v2, batch = self.pairs()  # (B, 3, 32, 32) each: rows are positive pairs (steps 1-4)
+            if cfg.augment and cfg.method in ("palmup", "random", "genrep"):  # an ablation: the paper uses none
+                v1, v2 = augment(v1), augment(v2)
         with timed(self.stage_s, "encoder update", self.device):  # step 5
             f = self.model.encoder(torch.cat([v1, v2]))  # (2B, D): one pass for both views (shared BN statistics)
             if cfg.method == "supervised":

@@ -127,3 +127,14 @@ def test_validation_probe_never_reads_the_test_split(tmp_path, monkeypatch):
     result = pretrain.main(["--updates", "3", "--batch-size", "32", "--num-envs", "8", "--generator", SHIPPED,
                             "--probe-split", "val", "--probe-images", "2000", "--name", "v"])
     assert 0 <= result["linear_probe_val"] <= 1 and "linear_probe" not in result
+
+
+def test_augment_flag_augments_the_pairs_of_world_and_generator_methods(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(pretrain, "augment", lambda x: calls.append(len(x)) or x)
+    for augment in (False, True):
+        run = pretrain.Run(pretrain.Config(method="genrep", name="a", batch_size=8, generator=SHIPPED, probe=False,
+                                           augment=augment))
+        run.update()
+    assert calls == [8, 8]  # both views, only with --augment
