@@ -124,8 +124,6 @@ class Model(nn.Module):
         self.classifier = nn.Linear(d, num_classes)  # used by --method supervised only
 
 
-
-
 class Run:
     """One pretraining run: its state, its iteration (`update`), its loop (`train`) and its files under runs/<name>/."""
 
