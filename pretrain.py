@@ -443,12 +443,21 @@ def gather_ranks(s: dict, rank: int, world_size: int) -> dict:
     """Rank 0 gets the checkpoint with s["ranks"][r] = rank r's own envs, buffer, RNG and reward statistics."""
     import torch.distributed as dist
     own = {k: s.pop(k) for k in LOCAL if k in s}
-    own = torch.utils._pytree.tree_map(lambda x: x.cpu() if isinstance(x, torch.Tensor) else x, own)
+    own = to_cpu(own)  # gather_object pickles it
     parts = [None] * world_size if rank == 0 else None
     dist.gather_object(own, parts, dst=0)
     if "sac" in s:  # the DDP-wrapped SAC modules under their plain names ("actor.0.weight")
         s["sac"]["nets"] = {k.replace(".module.", "."): v for k, v in s["sac"]["nets"].items()}
     return {**s, "ranks": parts, "world_size": world_size}
+
+
+def to_cpu(x):
+    """Tensors in nested dicts and lists -> the same structure on the CPU."""
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: to_cpu(v) for k, v in x.items()}
+    return type(x)(to_cpu(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def own_part(s: dict, rank: int, world_size: int) -> dict:
