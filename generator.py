@@ -320,9 +320,15 @@ def load_generator(path, device="cpu", classes: str = "", truncation: float = 1.
 # The optional package pytorch-pretrained-biggan (requirements-biggan.txt) holds the network; this is the adapter.
 # ----------------------------------------------------------------------------------------------------
 BIGGAN = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
-BIGGAN_PRESETS = {  # ImageNet class indices; names checked against torchvision's ImageNet category list
+BIGGAN_PRESETS = {  # ImageNet class indices (0-999, the sorted-synset order that torchvision and BigGAN use)
     "imagenette": [0, 217, 482, 491, 497, 566, 569, 571, 574, 701],  # fast.ai Imagenette: 10 easy classes
     "imagewoof": [155, 159, 162, 167, 182, 193, 207, 229, 258, 273],  # fast.ai Imagewoof: 10 dog breeds
+    "imagenet100": [  # CMC's ImageNet-100 (Tian et al. 2020, its imagenet100.txt synsets), as in GenRep
+        15, 45, 54, 57, 64, 74, 90, 99, 119, 120, 122, 131, 137, 151, 155, 157, 158, 166, 167, 169, 176, 180, 209,
+        211, 222, 228, 234, 236, 242, 246, 267, 268, 272, 275, 277, 281, 299, 305, 313, 317, 331, 342, 368, 374, 407,
+        421, 431, 449, 452, 455, 479, 494, 498, 503, 508, 544, 560, 570, 592, 593, 599, 606, 608, 619, 620, 653, 659,
+        662, 665, 667, 674, 682, 703, 708, 717, 724, 748, 758, 765, 766, 772, 775, 796, 798, 830, 854, 857, 858, 872,
+        876, 882, 904, 908, 936, 938, 953, 959, 960, 993, 994],
 }
 INSTALL = "pip install -r requirements-biggan.txt"
 

@@ -55,7 +55,7 @@ class Config:
     generator: str = "checkpoints/embedded_gan.pt"  # the world's generator: a checkpoint of generator.py, or
     #                                                  biggan-deep-128 / -256 / -512 (requirements-biggan.txt)
     classes: str = ""  # BigGAN only: ImageNet classes of the world, comma-separated indices or a preset name
-    #                    (imagenette, imagewoof); "" = all 1000
+    #                    (imagenet100, imagenette, imagewoof; generator.py); "" = all 1000
     truncation: float = 1.0  # BigGAN only: truncation in (0, 1]; lower = cleaner, less varied images (docs/scale.md)
     image_size: int = 32  # side of the frames the buffer stores and the encoder sees; BigGAN frames are resized to it
     encoder: Literal["cnn", "resnet18"] = "cnn"  # "cnn" (CPU default) or "resnet18" (GPU)

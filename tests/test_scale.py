@@ -83,6 +83,16 @@ def test_class_specs(spec, expected):
     assert gen.parse_classes(spec) == expected
 
 
+def test_presets_name_the_classes_they_claim():
+    import torchvision
+    names = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]  # ImageNet's 1000, in index order
+    assert [names[i] for i in gen.BIGGAN_PRESETS["imagenette"]][:3] == ["tench", "English springer", "cassette player"]
+    assert {names[i] for i in gen.BIGGAN_PRESETS["imagewoof"]} >= {"beagle", "Samoyed", "dingo", "golden retriever"}
+    in100 = gen.BIGGAN_PRESETS["imagenet100"]
+    assert len(set(in100)) == 100 and max(in100) < 1000
+    assert {names[i] for i in in100} >= {"bonnet", "lampshade", "Chihuahua", "carbonara", "stinkhorn"}  # CMC's list
+
+
 @pytest.mark.parametrize("spec", ["1000", "2,2", "dogs", "1,,2"])
 def test_bad_class_specs_are_refused(spec):
     with pytest.raises(ValueError, match="--classes"):
