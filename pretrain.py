@@ -19,10 +19,12 @@ Baselines (--method) change steps 1-4 only, through `Run.pairs`; the encoder, ba
     python pretrain.py                       # Palm-up on the embedded dataset, ~4.5 min on a 2-core x86 CPU
     python pretrain.py --method genrep --genrep-sigma 0.6 --seed 1
     python pretrain.py --data cifar10 --download --generator checkpoints/cifar10_gan.pt --name cifar_palmup_s0
+    python pretrain.py --generator biggan-deep-128 --classes imagenette --device cuda   # docs/scale.md
+    torchrun --nproc_per_node 2 pretrain.py --updates 20     # data-parallel: N processes, DDP (docs/scale.md)
 Writes runs/<name>/ only. Re-running the same command resumes an interrupted run from runs/<name>/ckpt.pt
 (bit for bit on the CPU: the checkpoint holds every weight, optimiser, RNG, the replay buffer and the world).
 """
-import contextlib, csv, dataclasses, json, math, sys, time
+import contextlib, csv, dataclasses, json, math, os, sys, time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,7 +36,7 @@ from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward
 from common import (ConfigError, RunLock, load_checkpoint, make_encoder, parse_config, pick_device, require, run_dir,
                     save_atomic, seed_everything, timed)
 from evaluate import linear_probe
-from generator import load_generator, load_split, to_float, to_uint8
+from generator import is_biggan, load_generator, load_split, parse_classes, to_float, to_uint8
 from world import LatentWorld, save_filmstrip
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
@@ -50,7 +52,12 @@ class Config:
     data: str = "embedded"  # real images (simclr / supervised training, the final probe): "embedded", "cifar10"
     #                          or an ImageFolder path with train/ and test/
     download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10 (needs internet once)
-    generator: str = "checkpoints/embedded_gan.pt"  # the world's generator (generator.py)
+    generator: str = "checkpoints/embedded_gan.pt"  # the world's generator: a checkpoint of generator.py, or
+    #                                                  biggan-deep-128 / -256 / -512 (requirements-biggan.txt)
+    classes: str = ""  # BigGAN only: ImageNet classes of the world, comma-separated indices or a preset name
+    #                    (imagenet100, imagenette, imagewoof; generator.py); "" = all 1000
+    truncation: float = 1.0  # BigGAN only: truncation in (0, 1]; lower = cleaner, less varied images (docs/scale.md)
+    image_size: int = 32  # side of the frames the buffer stores and the encoder sees; BigGAN frames are resized to it
     encoder: Literal["cnn", "resnet18"] = "cnn"  # "cnn" (CPU default) or "resnet18" (GPU)
     width: int = 32  # cnn base width (features: 8 * width)
     proj_dim: int = 128  # projection head output (SimCLR, Chen et al. 2020: MLP head)
@@ -122,44 +129,52 @@ class Model(nn.Module):
         d = self.encoder.feature_dim
         self.head = nn.Sequential(nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, cfg.proj_dim))  # (B, proj_dim)
         self.classifier = nn.Linear(d, num_classes)  # used by --method supervised only
+        self.supervised = cfg.method == "supervised"
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3, S, S) -> features (B, D) and the projection (B, proj_dim), or class logits (B, C) if supervised."""
+        f = self.encoder(x)  # (B, D)
+        return f, (self.classifier(f) if self.supervised else self.head(f))
 
 class Run:
     """One pretraining run: its state, its iteration (`update`), its loop (`train`) and its files under runs/<name>/."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1):
         self.cfg, self.dir = cfg, run_dir(cfg.name)
+        self.rank, self.world_size = rank, world_size  # torchrun: this process and how many there are (distributed())
         self.device = pick_device(cfg.device)
         needs_images = cfg.method in ("simclr", "supervised") or cfg.probe
         self.x, self.y, classes = load_split(cfg.data, "train", cfg.download) if needs_images else (None, None, [])
         self.model = Model(cfg, max(len(classes), 1)).to(self.device)
+        self.net = self.model  # what the encoder step calls: the model, or its DDP wrapper (distribute())
         self.opt = torch.optim.Adam(self.model.parameters(), cfg.lr)
         self.step, self.metrics, self.wall = 0, [], 0.0
         self.stage_s = {}  # seconds spent per stage (benchmarks/speed.py, result.json)
         if cfg.method in ("palmup", "random", "genrep"):
-            self.G = load_generator(cfg.generator, self.device)
+            biggan = dict(classes=cfg.classes, truncation=cfg.truncation, image_size=cfg.image_size)
+            self.G = load_generator(cfg.generator, self.device, **(biggan if is_biggan(cfg.generator) else {}))
         if cfg.method in WORLD_METHODS:
             self.world = LatentWorld(self.G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale,
-                                     seed=cfg.seed)
-            self.buffer = ReplayBuffer(cfg.buffer_size, self.G.latent_dim, device=self.device)
+                                     seed=cfg.seed + rank)  # each rank its own envs
+            self.buffer = ReplayBuffer(cfg.buffer_size, self.G.latent_dim, (3, cfg.image_size, cfg.image_size),
+                                       device=self.device)
             if cfg.method == "palmup":  # --method random acts uniformly: no agent
                 self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, SACConfig(), self.device)
                 self.rms = RMS(device=self.device)
-            self.obs = self.world.reset()  # (N, 3, 32, 32)
+            self.obs = self.world.reset()  # (N, 3, S, S), S = cfg.image_size
 
     # ---- one iteration (module docstring, steps 1-7) ------------------------------------------------------------
     def update(self) -> dict:
         cfg = self.cfg
         with timed(self.stage_s, "explore + pairs", self.device):
-            v1, v2, batch = self.pairs()  # (B, 3, 32, 32) each: rows are positive pairs (steps 1-4)
+            v1, v2, batch = self.pairs()  # (B, 3, S, S) each: rows are positive pairs (steps 1-4)
             if cfg.augment and cfg.method in ("palmup", "random", "genrep"):  # an ablation: the paper uses none
                 v1, v2 = augment(v1), augment(v2)
         with timed(self.stage_s, "encoder update", self.device):  # step 5
-            f = self.model.encoder(torch.cat([v1, v2]))  # (2B, D): one pass for both views (shared BN statistics)
+            f, p = self.net(torch.cat([v1, v2]))  # (2B, D), (2B, proj_dim): one pass for both views (shared BN stats)
             if cfg.method == "supervised":
-                loss = F.cross_entropy(self.model.classifier(f), batch["labels"])
+                loss = F.cross_entropy(p, batch["labels"])  # p: (2B, C) class logits
             else:
-                p = self.model.head(f)  # (2B, proj_dim)
                 loss = info_nce(p[:len(v1)], p[len(v1):], cfg.temperature)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss.item()} at update {self.step}: lower --lr")
@@ -221,9 +236,10 @@ class Run:
     def train(self) -> None:
         from tqdm import tqdm
         cfg = self.cfg
-        if self.step == 0:
+        if self.step == 0 and self.rank == 0:
             with timed(self.stage_s, "filmstrips, checkpoints, plots"):
                 self.filmstrip(self.dir / "filmstrip_start.png")
+        if self.step == 0:
             if hasattr(self, "buffer"):  # fill the buffer with uniform-random play (a resumed run has its buffer)
                 with timed(self.stage_s, "explore + pairs", self.device):
                     for _ in range(cfg.warmup):
@@ -231,13 +247,15 @@ class Run:
         total = cfg.updates if cfg.method != "none" else 0
         t0 = t_start = time.time()  # t0: start of the time not yet added to self.wall
         images = 0  # images through the encoder since t_start (a resumed run starts counting anew)
-        with tqdm(total=total, initial=self.step, desc=cfg.name, mininterval=1) as bar:
+        with tqdm(total=total, initial=self.step, desc=cfg.name, mininterval=1, disable=self.rank > 0) as bar:
             while self.step < total:
                 log = self.update()
                 self.step += 1
                 images += 2 * cfg.batch_size
                 bar.update()
                 if self.step % 10 == 0:
+                    if self.world_size > 1:
+                        log = mean_over_ranks(log)  # every rank logs and checks the same numbers
                     log.update(update=self.step, time_s=round(self.wall + time.time() - t0, 2))  # since the start
                     self.metrics.append(log)
                     bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
@@ -246,8 +264,12 @@ class Run:
                 if self.step % cfg.checkpoint_every == 0 and self.step < total:
                     self.wall, t0 = self.wall + time.time() - t0, time.time()
                     with timed(self.stage_s, "filmstrips, checkpoints, plots"):
-                        save_atomic(self.state(), self.dir / "ckpt.pt")
+                        self.checkpoint()
         self.wall += time.time() - t0  # the training loop only
+        if self.world_size > 1:
+            broadcast(self.model)  # BN running statistics too: every rank ends with what rank 0 saves
+        if self.rank > 0:
+            return
         with timed(self.stage_s, "filmstrips, checkpoints, plots"):
             self.filmstrip(self.dir / "filmstrip_end.png")
             self.save_encoder(finished=True)
@@ -286,6 +308,8 @@ class Run:
         return s
 
     def load(self, s: dict) -> None:
+        if self.world_size > 1 or "ranks" in s:
+            s = own_part(s, self.rank, self.world_size)
         self.step, self.metrics, self.wall, self.stage_s = s["step"], s["metrics"], s["wall"], s["stage_s"]
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
@@ -305,6 +329,31 @@ class Run:
             for opt, o in zip((self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt), s["sac"]["opts"]):
                 opt.load_state_dict(o)
             self.rms.mean, self.rms.var, self.rms.count = s["rms"]["mean"], s["rms"]["var"], s["rms"]["count"]
+
+    def checkpoint(self) -> None:
+        """runs/<name>/ckpt.pt, written by rank 0 only; under torchrun it also holds every rank's own part."""
+        s = self.state()
+        if self.world_size > 1:  # BN statistics are rank-local between DDP's broadcasts: each rank keeps its own
+            s["bn"] = dict(self.model.named_buffers())
+            s = gather_ranks(s, self.rank, self.world_size)
+        if self.rank == 0:
+            save_atomic(s, self.dir / "ckpt.pt")
+
+    def distribute(self) -> None:
+        """torchrun (after a resume): every rank takes rank 0's weights, and DDP averages the gradients of the encoder
+        + head and of the SAC networks over the ranks in each backward, so the weights stay the same on every rank."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        unused = self.model.head if self.cfg.method == "supervised" else self.model.classifier
+        unused.requires_grad_(False)  # DDP expects a gradient for every trainable parameter of what it wraps
+        bn = {k: v.clone() for k, v in self.model.named_buffers()}  # BN statistics: a resumed rank keeps its own
+        broadcast(self.model)
+        self.net = DDP(self.model)  # DDP broadcasts rank 0's BN statistics at the start and before each forward
+        self.model.load_state_dict(bn, strict=False)
+        if hasattr(self, "sac"):
+            broadcast(self.sac)  # the target critics and log alpha too
+            for k in ("actor", "q1", "q2"):  # SAC calls these modules: wrapped, their backward averages the gradients
+                setattr(self.sac, k, DDP(getattr(self.sac, k)))
+            self.sac.log_alpha.register_hook(average_grad)  # a bare parameter: averaged by a hook
 
     def save_encoder(self, finished: bool) -> None:
         save_atomic({"kind": "encoder", "encoder": self.cfg.encoder, "width": self.cfg.width, "finished": finished,
@@ -345,6 +394,82 @@ class Run:
         plt.close(fig)
 
 
+# ---- torchrun: data parallel over processes (docs/scale.md). A plain `python pretrain.py` never calls these. --------
+LOCAL = ("rng", "cuda_rng", "world", "buffer", "rms", "bn")  # checkpoint parts each rank has its own of
+
+
+def distributed(cfg: Config) -> tuple[int, int]:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) -> (rank, world_size); (0, 1) without torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    import torch.distributed as dist
+    cuda = pick_device(cfg.device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if dist.get_rank() > 0:
+        sys.stdout = open(os.devnull, "w")  # only rank 0 prints (errors still reach stderr)
+    return dist.get_rank(), world_size
+
+
+def broadcast(module: nn.Module) -> None:
+    """Every tensor of module.state_dict() (weights and buffers) from rank 0 to all ranks, in place."""
+    import torch.distributed as dist
+    for t in module.state_dict().values():
+        dist.broadcast(t, src=0)
+
+
+def average_grad(g: torch.Tensor) -> torch.Tensor:
+    """Gradient hook: the mean of g over the ranks."""
+    import torch.distributed as dist
+    g = g.clone()
+    dist.all_reduce(g)
+    return g / dist.get_world_size()
+
+
+def mean_over_ranks(log: dict) -> dict:
+    """The metrics of one update, averaged over the ranks."""
+    import torch.distributed as dist
+    v = torch.tensor(list(log.values()), dtype=torch.float64)  # (M,) one value per metric
+    if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+        v = v.cuda()
+    dist.all_reduce(v)
+    return dict(zip(log, (v / dist.get_world_size()).tolist()))
+
+
+def gather_ranks(s: dict, rank: int, world_size: int) -> dict:
+    """Rank 0 gets the checkpoint with s["ranks"][r] = rank r's own envs, buffer, RNG and reward statistics."""
+    import torch.distributed as dist
+    own = {k: s.pop(k) for k in LOCAL if k in s}
+    own = to_cpu(own)  # gather_object pickles it
+    parts = [None] * world_size if rank == 0 else None
+    dist.gather_object(own, parts, dst=0)
+    if "sac" in s:  # the DDP-wrapped SAC modules under their plain names ("actor.0.weight")
+        s["sac"]["nets"] = {k.replace(".module.", "."): v for k, v in s["sac"]["nets"].items()}
+    return {**s, "ranks": parts, "world_size": world_size}
+
+
+def to_cpu(x):
+    """Tensors in nested dicts and lists -> the same structure on the CPU."""
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: to_cpu(v) for k, v in x.items()}
+    return type(x)(to_cpu(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def own_part(s: dict, rank: int, world_size: int) -> dict:
+    """The checkpoint as rank `rank` resumes it: the shared weights plus its own part."""
+    saved = s.get("world_size", 1)
+    if saved != world_size:
+        raise ValueError(f"it was written by {saved} process(es), this run has {world_size}; resume with "
+                         f"--nproc_per_node {saved}")
+    own = dict(s["ranks"][rank])
+    return {**s, **own, "model": {**s["model"], **own.pop("bn")}}
+
+
 def check(cfg: Config) -> None:
     """Every flag, before anything is loaded or written."""
     run_dir(cfg.name)
@@ -356,7 +481,14 @@ def check(cfg: Config) -> None:
              1 <= cfg.apt_k < cfg.batch_size, "buffer_size >= num_envs": cfg.buffer_size >= cfg.num_envs,
              "warmup >= 0": cfg.warmup >= 0, "genrep_sigma >= 0": cfg.genrep_sigma >= 0,
              "checkpoint_every >= 1": cfg.checkpoint_every >= 1, "probe_images >= 0": cfg.probe_images >= 0,
-             "max_weight > 0": cfg.max_weight > 0, "chance_patience >= 1": cfg.chance_patience >= 1}, "pretrain")
+             "max_weight > 0": cfg.max_weight > 0, "chance_patience >= 1": cfg.chance_patience >= 1,
+             "0 < truncation <= 1": 0 < cfg.truncation <= 1, "8 <= image_size <= 512": 8 <= cfg.image_size <= 512},
+            "pretrain")
+    if is_biggan(cfg.generator):
+        parse_classes(cfg.classes)  # a bad index or preset name stops here
+    elif cfg.classes or cfg.truncation != 1 or cfg.image_size != 32:
+        raise ConfigError(f"--classes, --truncation and --image-size are for --generator biggan-deep-128 / -256 / "
+                          f"-512; {cfg.generator} draws 32x32 frames of its own classes")
 
 
 def resume_or_start(run: Run, out) -> None:
@@ -406,25 +538,37 @@ def main(argv=None) -> dict:
             result = json.loads((out / "result.json").read_text())
             print(f"run {cfg.name} already finished: {result}; pass --overwrite (or another --name) to redo it")
             return result
-        seed_everything(cfg.seed)
+        rank, world_size = distributed(cfg)
+        seed_everything(cfg.seed + rank)  # rank 0 draws what a single process draws
         print(f"seed {cfg.seed} | method {cfg.method} | device {pick_device(cfg.device)} | run {out}")
+        if world_size > 1:
+            print(f"torchrun: {world_size} processes | per update {world_size} x {cfg.batch_size} = "
+                  f"{world_size * cfg.batch_size} pairs | {world_size} x {cfg.num_envs} = {world_size * cfg.num_envs} "
+                  f"envs, each rank with its own world seed and replay buffer")
         t_load = time.perf_counter()
-        run = Run(cfg)
+        run = Run(cfg, rank, world_size)
         if cfg.probe and cfg.probe_split == "test":
             load_split(cfg.data, "test", cfg.download)  # a data folder without test/ stops here, before any file
         t_load = time.perf_counter() - t_load
     except (FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))
     try:
-        with RunLock(out):
+        with RunLock(out) if rank == 0 else contextlib.nullcontext():  # rank 0 owns the run folder
             resume_or_start(run, out)
+            if world_size > 1:
+                run.distribute()
             run.stage_s["load data + generator"] = run.stage_s.get("load data + generator", 0.0) + t_load
             try:
                 run.train()
             except KeyboardInterrupt:
                 sys.exit(f"interrupted at update {run.step}; run the same command again to resume from the "
                          f"last checkpoint in {out}")
+            if rank > 0:
+                return {}
             result = {"method": cfg.method, "seed": cfg.seed, "updates": cfg.updates, "wall_time_s": round(run.wall, 1)}
+            if world_size > 1:
+                result |= {"processes": world_size, "pairs_per_update": world_size * cfg.batch_size,
+                           "envs": world_size * cfg.num_envs}
             if cfg.probe:
                 try:
                     result |= probe(run)
@@ -442,3 +586,5 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

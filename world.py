@@ -36,7 +36,8 @@ from generator import load_generator
 
 @dataclass
 class WorldConfig:
-    generator: str = "checkpoints/embedded_gan.pt"  # generator checkpoint (generator.py)
+    generator: str = "checkpoints/embedded_gan.pt"  # generator checkpoint (generator.py), or biggan-deep-128 (-256,
+    #                                                  -512) at 32x32 with all 1000 classes (docs/scale.md)
     num_envs: int = 8  # environments stepped together (rows of the filmstrip)
     horizon: int = 16  # steps per episode, then auto-reset (paper leaves it open)
     mix: float = 0.5  # w: weight of the action against fresh noise in [0, 1] (paper leaves it open)

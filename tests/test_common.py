@@ -9,7 +9,8 @@ from common import ConfigError, RunLock, atomic_path, make_encoder, make_parser,
 
 SCRIPTS = {"generator": "Config", "world": "WorldConfig", "pretrain": "Config", "evaluate": "Config",
            "transfer": "Config", "benchmarks.speed": "Config", "benchmarks.exploration": "Config",
-           "benchmarks.cifar": "Config", "benchmarks.apt_cost": "Config"}
+           "benchmarks.cifar": "Config", "benchmarks.apt_cost": "Config",
+           "benchmarks.scaling": "Config"}
 
 
 @pytest.mark.parametrize("module, name", SCRIPTS.items())
