@@ -7,6 +7,7 @@
     run_dir(name)                  runs/<name>, refusing names that would write anywhere else
     RunLock(folder)                runs/<name>/.lock: one process per run folder
     timed(stages, key)             add a block's wall time to stages[key]
+    distributed(device), ...       torchrun: join the process group; broadcast, average and gather over ranks
     make_encoder(name, width)      the encoder that pretrain.py trains and evaluate.py / transfer.py score
 Files import downward only: common -> generator -> world -> agent -> evaluate -> pretrain -> transfer.
 """
@@ -238,6 +239,82 @@ def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
 
 def read_json(path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# ---- torchrun: data parallel over processes (docs/scale.md); a single process never calls these -------------------
+
+
+def distributed(device: str) -> tuple[int, int]:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) -> (rank, world_size); (0, 1) without torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    import torch.distributed as dist
+    cuda = pick_device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if dist.get_rank() > 0:
+        sys.stdout = open(os.devnull, "w")  # only rank 0 prints (errors still reach stderr)
+    return dist.get_rank(), world_size
+
+
+def broadcast(module: nn.Module) -> None:
+    """Every tensor of module.state_dict() (weights and buffers) from rank 0 to all ranks, in place."""
+    import torch.distributed as dist
+    for t in module.state_dict().values():
+        dist.broadcast(t, src=0)
+
+
+def average_grad(g: torch.Tensor) -> torch.Tensor:
+    """Gradient hook: the mean of g over the ranks."""
+    import torch.distributed as dist
+    g = g.clone()
+    dist.all_reduce(g)
+    return g / dist.get_world_size()
+
+
+def mean_over_ranks(log: dict) -> dict:
+    """The metrics of one update, averaged over the ranks."""
+    import torch.distributed as dist
+    v = torch.tensor(list(log.values()), dtype=torch.float64)  # (M,) one value per metric
+    if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+        v = v.cuda()
+    dist.all_reduce(v)
+    return dict(zip(log, (v / dist.get_world_size()).tolist()))
+
+
+def gather_ranks(s: dict, rank: int, world_size: int, local: tuple) -> dict:
+    """Rank 0 gets the checkpoint s with s["ranks"][r] = rank r's own entries (the keys in `local`)."""
+    import torch.distributed as dist
+    own = {k: s.pop(k) for k in local if k in s}
+    own = to_cpu(own)  # gather_object pickles it
+    parts = [None] * world_size if rank == 0 else None
+    dist.gather_object(own, parts, dst=0)
+    if "sac" in s:  # the DDP-wrapped SAC modules under their plain names ("actor.0.weight")
+        s["sac"]["nets"] = {k.replace(".module.", "."): v for k, v in s["sac"]["nets"].items()}
+    return {**s, "ranks": parts, "world_size": world_size}
+
+
+def to_cpu(x):
+    """Tensors in nested dicts and lists -> the same structure on the CPU."""
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: to_cpu(v) for k, v in x.items()}
+    return type(x)(to_cpu(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def own_part(s: dict, rank: int, world_size: int) -> dict:
+    """The checkpoint as rank `rank` resumes it: the shared weights plus its own part."""
+    saved = s.get("world_size", 1)
+    if saved != world_size:
+        raise ValueError(f"it was written by {saved} process(es), this run has {world_size}; resume with "
+                         f"--nproc_per_node {saved}")
+    own = dict(s["ranks"][rank])
+    return {**s, **own, "model": {**s["model"], **own.pop("bn")}}
+
 
 
 # ---- the encoder ---------------------------------------------------------------------------------------------------

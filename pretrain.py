@@ -24,7 +24,7 @@ Baselines (--method) change steps 1-4 only, through `Run.pairs`; the encoder, ba
 Writes runs/<name>/ only. Re-running the same command resumes an interrupted run from runs/<name>/ckpt.pt
 (bit for bit on the CPU: the checkpoint holds every weight, optimiser, RNG, the replay buffer and the world).
 """
-import contextlib, csv, dataclasses, json, math, os, sys, time
+import contextlib, csv, dataclasses, json, math, sys, time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,14 +33,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward
-from common import (ConfigError, RunLock, load_checkpoint, make_encoder, parse_config, pick_device, require, run_dir,
-                    save_atomic, seed_everything, timed)
+from common import (ConfigError, RunLock, average_grad, broadcast, distributed, gather_ranks, load_checkpoint,
+                    make_encoder, mean_over_ranks, own_part, parse_config, pick_device, require, run_dir, save_atomic,
+                    seed_everything, timed)
 from evaluate import linear_probe
 from generator import is_biggan, load_generator, load_split, parse_classes, to_float, to_uint8
 from world import LatentWorld, save_filmstrip
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
 WORLD_METHODS = ("palmup", "random")
+LOCAL = ("rng", "cuda_rng", "world", "buffer", "rms", "bn")  # checkpoint parts each torchrun rank has its own of
 BUDGET = ("updates", "checkpoint_every", "probe", "probe_images", "probe_split", "download", "overwrite", "device",
           "name")  # what a resumed run may change; anything else must match its checkpoint
 
@@ -335,7 +337,7 @@ class Run:
         s = self.state()
         if self.world_size > 1:  # BN statistics are rank-local between DDP's broadcasts: each rank keeps its own
             s["bn"] = dict(self.model.named_buffers())
-            s = gather_ranks(s, self.rank, self.world_size)
+            s = gather_ranks(s, self.rank, self.world_size, LOCAL)
         if self.rank == 0:
             save_atomic(s, self.dir / "ckpt.pt")
 
@@ -392,82 +394,6 @@ class Run:
         fig.tight_layout()
         fig.savefig(self.dir / "curves.png", dpi=80)
         plt.close(fig)
-
-
-# ---- torchrun: data parallel over processes (docs/scale.md). A plain `python pretrain.py` never calls these. --------
-LOCAL = ("rng", "cuda_rng", "world", "buffer", "rms", "bn")  # checkpoint parts each rank has its own of
-
-
-def distributed(cfg: Config) -> tuple[int, int]:
-    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) -> (rank, world_size); (0, 1) without torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1
-    import torch.distributed as dist
-    cuda = pick_device(cfg.device).type == "cuda"
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    if dist.get_rank() > 0:
-        sys.stdout = open(os.devnull, "w")  # only rank 0 prints (errors still reach stderr)
-    return dist.get_rank(), world_size
-
-
-def broadcast(module: nn.Module) -> None:
-    """Every tensor of module.state_dict() (weights and buffers) from rank 0 to all ranks, in place."""
-    import torch.distributed as dist
-    for t in module.state_dict().values():
-        dist.broadcast(t, src=0)
-
-
-def average_grad(g: torch.Tensor) -> torch.Tensor:
-    """Gradient hook: the mean of g over the ranks."""
-    import torch.distributed as dist
-    g = g.clone()
-    dist.all_reduce(g)
-    return g / dist.get_world_size()
-
-
-def mean_over_ranks(log: dict) -> dict:
-    """The metrics of one update, averaged over the ranks."""
-    import torch.distributed as dist
-    v = torch.tensor(list(log.values()), dtype=torch.float64)  # (M,) one value per metric
-    if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
-        v = v.cuda()
-    dist.all_reduce(v)
-    return dict(zip(log, (v / dist.get_world_size()).tolist()))
-
-
-def gather_ranks(s: dict, rank: int, world_size: int) -> dict:
-    """Rank 0 gets the checkpoint with s["ranks"][r] = rank r's own envs, buffer, RNG and reward statistics."""
-    import torch.distributed as dist
-    own = {k: s.pop(k) for k in LOCAL if k in s}
-    own = to_cpu(own)  # gather_object pickles it
-    parts = [None] * world_size if rank == 0 else None
-    dist.gather_object(own, parts, dst=0)
-    if "sac" in s:  # the DDP-wrapped SAC modules under their plain names ("actor.0.weight")
-        s["sac"]["nets"] = {k.replace(".module.", "."): v for k, v in s["sac"]["nets"].items()}
-    return {**s, "ranks": parts, "world_size": world_size}
-
-
-def to_cpu(x):
-    """Tensors in nested dicts and lists -> the same structure on the CPU."""
-    if isinstance(x, torch.Tensor):
-        return x.cpu()
-    if isinstance(x, dict):
-        return {k: to_cpu(v) for k, v in x.items()}
-    return type(x)(to_cpu(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def own_part(s: dict, rank: int, world_size: int) -> dict:
-    """The checkpoint as rank `rank` resumes it: the shared weights plus its own part."""
-    saved = s.get("world_size", 1)
-    if saved != world_size:
-        raise ValueError(f"it was written by {saved} process(es), this run has {world_size}; resume with "
-                         f"--nproc_per_node {saved}")
-    own = dict(s["ranks"][rank])
-    return {**s, **own, "model": {**s["model"], **own.pop("bn")}}
 
 
 def check(cfg: Config) -> None:
@@ -538,7 +464,7 @@ def main(argv=None) -> dict:
             result = json.loads((out / "result.json").read_text())
             print(f"run {cfg.name} already finished: {result}; pass --overwrite (or another --name) to redo it")
             return result
-        rank, world_size = distributed(cfg)
+        rank, world_size = distributed(cfg.device)
         seed_everything(cfg.seed + rank)  # rank 0 draws what a single process draws
         print(f"seed {cfg.seed} | method {cfg.method} | device {pick_device(cfg.device)} | run {out}")
         if world_size > 1:

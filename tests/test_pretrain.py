@@ -9,7 +9,6 @@ import torch.nn as nn
 
 import pretrain
 from common import ROOT
-from generator import save_generator
 
 SHIPPED = str(ROOT / "checkpoints" / "embedded_gan.pt")
 
