@@ -25,10 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward
+from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward, knn_spread
 from generator import (_atomic_save, load_generator, load_split, make_encoder, parse_config, pick_device,
                        seed_everything, to_float, to_uint8)
-from world import LatentWorld, save_filmstrip
+from world import LatentWorld, latent_step, save_filmstrip
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
 
@@ -52,6 +52,11 @@ class Config:
     ema: float = 0.8  # world: EMA persistence rho (paper leaves it open)
     action_scale: float = 3 ** 0.5  # world: action gain s; sqrt(3) gives uniform actions unit variance (paper: open)
     apt_k: int = 12  # APT: neighbours in the particle estimate (URLB's value)
+    sac_gamma: float = 0.99  # APT agent: SAC discount (paper leaves it open; measured: docs/exploration.md)
+    sac_alpha: float = 0.1  # APT agent: SAC initial temperature (paper leaves it open; measured: docs/exploration.md)
+    sac_autotune: bool = True  # APT agent: learn alpha toward entropy -|A| (SAC-v2; measured: docs/exploration.md)
+    reward_norm: bool = False  # APT agent: standardise each batch's rewards (paper: open; measured: docs/exploration.md)
+    sac_updates: int = 1  # APT agent: SAC steps per encoder update, same batch (paper: open; docs/exploration.md)
     buffer_size: int = 100_000  # replay transitions (each ~6 KB: two uint8 frames)
     warmup: int = 16  # world steps of uniform-random play that fill the buffer before the first update
     genrep_sigma: float = 0.6  # genrep: std of the latent perturbation of the positive
@@ -128,7 +133,10 @@ class Run:
                                      seed=cfg.seed)
             self.buffer = ReplayBuffer(cfg.buffer_size, self.G.latent_dim, device=self.device)
             if cfg.method == "palmup":  # --method random acts uniformly: no agent
-                self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, SACConfig(), self.device)
+                sac_cfg = SACConfig(gamma=cfg.sac_gamma, init_alpha=cfg.sac_alpha, autotune=cfg.sac_autotune,
+                                    reward_norm=cfg.reward_norm, updates_per_call=cfg.sac_updates)
+                self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, sac_cfg, self.device)
+                self.probe_rng = torch.Generator(device=self.device).manual_seed(cfg.seed)  # spread_vs_random's actions
                 self.rms = RMS(device=self.device)
             self.obs = self.world.reset()  # (N, 3, 32, 32)
 
@@ -179,6 +187,22 @@ class Run:
         self.buffer.add(to_uint8(self.obs), action, to_uint8(info["next_obs"]), info["y"])
         self.obs = obs
 
+    @torch.no_grad()
+    def spread_vs_random(self, action: torch.Tensor) -> dict:
+        """Before the envs step with `action` (N, d): how much more spread out (kNN distance in the encoder's features,
+        APT's k) are the frames it leads to than those uniform-random actions lead to from the same latents with the
+        same noise, and where the agent's latents go (mean ||z_t+1||^2 / d, 1 under the prior). Logged: curves.png."""
+        w, cfg = self.world, self.cfg
+        state = w.rng.get_state()
+        eps = w._noise(w.num_envs)  # (N, d): the noise the step will draw
+        w.rng.set_state(state)
+        u = torch.rand(action.shape, generator=self.probe_rng, device=self.device) * 2 - 1  # (N, d)
+        z = [latent_step(w.z, a, eps, w.mix, w.ema, w.action_scale, w.ema_kind) for a in (action, u)]  # 2 x (N, d)
+        f = self.features(w.G(torch.cat(z), torch.cat([w.y, w.y])))  # (2N, D)
+        k = min(cfg.apt_k, w.num_envs - 1)
+        return {"spread_ratio": knn_spread(f[:w.num_envs], k) / knn_spread(f[w.num_envs:], k),
+                "z_sq": z[0].pow(2).mean().item()}
+
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """-> two views (B, 3, 32, 32) in [-1, 1] whose rows are positive pairs, and logging info."""
         cfg, B = self.cfg, self.cfg.batch_size
@@ -187,9 +211,10 @@ class Run:
                 action = torch.rand(cfg.num_envs, self.G.latent_dim, device=self.device) * 2 - 1  # (N, d)
             else:
                 action = self.sac.act(self.features(self.obs))  # (N, d) in [-1, 1]
+            log = self.spread_vs_random(action) if cfg.method == "palmup" and (self.step + 1) % 10 == 0 else {}
             self.explore(action)
             self.batch = self.buffer.sample(B)
-            return to_float(self.batch["obs"]), to_float(self.batch["next_obs"]), {}
+            return to_float(self.batch["obs"]), to_float(self.batch["next_obs"]), log
         if cfg.method == "genrep":
             with torch.no_grad():
                 z, y = torch.randn(B, self.G.latent_dim, device=self.device), torch.randint(self.G.num_classes, (B,))
@@ -206,6 +231,7 @@ class Run:
         cfg = self.cfg
         with self.timed("explore + pairs"):
             v1, v2, extra = self.pairs()
+            log = {k: extra.pop(k) for k in ("spread_ratio", "z_sq") if k in extra}  # palmup's exploration metrics
             if cfg.augment and cfg.method in ("palmup", "random", "genrep"):
                 v1, v2 = augment(v1), augment(v2)
         with self.timed("encoder update"):
@@ -220,7 +246,7 @@ class Run:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            log = {"loss": loss.item()}
+            log["loss"] = loss.item()
         if cfg.method == "palmup":
             with self.timed("SAC update + APT reward"):
                 # (B, D) each: features of o_t and o_t+1, detached (Fig. 1C). They come from the encoder's training
@@ -291,7 +317,7 @@ class Run:
             w = csv.DictWriter(fh, keys)
             w.writeheader()
             w.writerows(self.metrics)
-        keys = [k for k in ("loss", "reward", "alpha", "entropy") if k in self.metrics[-1]]
+        keys = [k for k in ("loss", "reward", "alpha", "entropy_gap", "spread_ratio", "z_sq") if k in self.metrics[-1]]
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
         for ax, k in zip(axes[0], keys):
             pts = [(m["update"], m[k]) for m in self.metrics if k in m]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from agent import knn_spread  # noqa: E402
 from generator import make_encoder, parse_config  # noqa: E402
 from world import LatentWorld, latent_step  # noqa: E402
 import pretrain  # noqa: E402
@@ -50,13 +51,6 @@ class Config:
     greedy_reference: int = 192  # greedy: recently visited frames in its kNN batch (num_envs + this = APT's batch)
     explorers: str = "random,agent,corners,greedy,greedy-prior"  # which to roll out (+ "greedy-blind"; random always)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
-
-
-def knn_distance(x: torch.Tensor, k: int) -> float:
-    """Mean distance from each row of x (n, D) to its k nearest other rows."""
-    d = torch.cdist(x, x)  # (n, n)
-    d.fill_diagonal_(float("inf"))  # a frame is not its own neighbour
-    return d.topk(k, dim=1, largest=False).values.mean().item()
 
 
 def apt_objective(new: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
@@ -86,7 +80,7 @@ def greedy_actions(world: LatentWorld, encoder, reference: torch.Tensor, start: 
     gain = step(torch.ones_like(eps))[0, 0] - step(torch.zeros_like(eps))[0, 0]  # () dz_t+1 / da (a scalar)
 
     def project(a):  # onto the cube, and (alternating projections) onto the ball ||z_t+1||^2 <= max_sq_norm
-        for _ in range(10 if max_sq_norm is not None else 1):
+        for _ in range(50 if max_sq_norm is not None else 1):
             a = a.clamp(-1, 1)
             if max_sq_norm is not None:
                 z0 = step(torch.zeros_like(a))  # (N, d): z_t+1 at a = 0
@@ -176,7 +170,7 @@ def measure(run: "pretrain.Run", visited: dict, k: int) -> dict:
     out = {}
     for name, v in visited.items():
         n = len(v["frames"])
-        row = {s: knn_distance(torch.cat([f(v["frames"][i:i + 512]) for i in range(0, n, 512)]), k)
+        row = {s: knn_spread(torch.cat([f(v["frames"][i:i + 512]) for i in range(0, n, 512)]), k)
                for s, f in spaces.items()}  # batches of 512 frames: bounded memory
         row["z2"], row["outside"] = latent_stats(v["latents"])
         row["objective"] = v["objective"]
