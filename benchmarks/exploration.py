@@ -50,6 +50,7 @@ class Config:
     greedy_lr: float = 0.5  # greedy: Adam step size on the actions in [-1, 1] (analysis only)
     greedy_reference: int = 192  # greedy: recently visited frames in its kNN batch (num_envs + this = APT's batch)
     explorers: str = "random,agent,corners,greedy,greedy-prior"  # which to roll out (+ "greedy-blind"; random always)
+    jobs: int = 2  # seeds trained in parallel processes of one torch thread each (2 fills a 2-core CPU)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
 
 
@@ -184,29 +185,41 @@ def mean_std(xs: list[float]) -> str:
     return f"{m:.3f} ± {s:.3f}"
 
 
+def run_seed(cfg: Config, seed: int, explorers: list[str], threads: int = 0) -> dict:
+    """Train one agent and roll out the explorers -> {explorer: {column: value}} (a worker of main)."""
+    if threads:
+        torch.set_num_threads(threads)
+    t = time.time()
+    pc = pretrain.Config(name=f"exploration_s{seed}", generator=cfg.generator, data=cfg.data, updates=cfg.updates,
+                         seed=seed, device=cfg.device, probe=False, overwrite=True)
+    pretrain.seed_everything(seed)
+    run = pretrain.Run(pc)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    run.train()  # writes runs/exploration_s<seed>/ (filmstrips, metrics.csv, curves.png)
+    print(f"seed {seed}: trained Palm-up for {cfg.updates} updates in {time.time() - t:.0f} s", flush=True)
+    run.model.encoder.requires_grad_(False)  # the greedy explorers differentiate through it, never train it
+    result = measure(run, {e: rollout(run, e, cfg, seed) for e in explorers}, cfg.k)
+    for e, r in result.items():
+        print(f"  seed {seed} {e:13s} pixels {r['pixels']:.3f} random-init {r['random-init']:.4f} own {r['own']:.3f} "
+              f"|z|^2/d {r['z2']:.3f} outside {r['outside']:.3f} objective gain {r['objective']:.3f}", flush=True)
+    return result
+
+
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
     explorers = ["random", *[e for e in cfg.explorers.split(",") if e and e != "random"]]
     if unknown := set(explorers) - set(EXPLORERS):
         sys.exit(f"error: unknown explorer(s) {sorted(unknown)}; choose from {list(EXPLORERS)}")
     seeds = [int(s) for s in cfg.seeds.split(",")]
-    start, results = time.time(), []
-    for seed in seeds:
-        t = time.time()
-        pc = pretrain.Config(name=f"exploration_s{seed}", generator=cfg.generator, data=cfg.data, updates=cfg.updates,
-                             seed=seed, device=cfg.device, probe=False, overwrite=True)
-        pretrain.seed_everything(seed)
-        run = pretrain.Run(pc)
-        run.dir.mkdir(parents=True, exist_ok=True)
-        run.train()  # writes runs/exploration_s<seed>/ (filmstrips, metrics.csv, curves)
-        print(f"seed {seed}: trained Palm-up for {cfg.updates} updates in {time.time() - t:.0f} s", flush=True)
-        run.model.encoder.requires_grad_(False)  # the greedy explorers differentiate through it, never train it
-        visited = {e: rollout(run, e, cfg, seed) for e in explorers}
-        results.append(measure(run, visited, cfg.k))
-        for e, r in results[-1].items():
-            print(f"  {e:13s} pixels {r['pixels']:.3f} random-init {r['random-init']:.4f} own {r['own']:.3f} "
-                  f"|z|^2/d {r['z2']:.3f} outside {r['outside']:.3f} objective gain {r['objective']:.3f}", flush=True)
-    pc = run.cfg
+    start = time.time()
+    if cfg.jobs > 1 and len(seeds) > 1:  # seeds in parallel processes, one torch thread each
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(cfg.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(run_seed, [cfg] * len(seeds), seeds, [explorers] * len(seeds), [1] * len(seeds)))
+    else:
+        results = [run_seed(cfg, seed, explorers) for seed in seeds]
+    pc = pretrain.Config()
     print(f"\n{len(seeds)} seeds ({','.join(map(str, seeds))}), {cfg.updates} Palm-up updates; each explorer visits "
           f"{cfg.episodes} episodes x {pc.num_envs} envs x {pc.horizon} steps = "
           f"{cfg.episodes * pc.num_envs * pc.horizon} frames. kNN diversity (k = {cfg.k}) as a ratio to uniform-random "
