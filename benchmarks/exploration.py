@@ -24,8 +24,9 @@ prior's central 99 % shell (chi-square quantiles 0.5 % and 99.5 %; 1 % under the
     python benchmarks/exploration.py                      # 3 seeds, embedded world, 2-core CPU: see docs/exploration.md
     python benchmarks/exploration.py --seeds 0 --updates 100  # a quick look
 """
-import math, os, sys, time
+import dataclasses, math, os, sys, time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -50,6 +51,7 @@ class Config:
     greedy_lr: float = 0.5  # greedy: Adam step size on the actions in [-1, 1] (analysis only)
     greedy_reference: int = 192  # greedy: recently visited frames in its kNN batch (num_envs + this = APT's batch)
     explorers: str = "random,agent,corners,greedy,greedy-prior"  # which to roll out (+ "greedy-blind"; random always)
+    curve_every: int = 50  # learning curve: agent vs random (1 episode each) every this many updates
     jobs: int = 2  # seeds trained in parallel processes of one torch thread each (2 fills a 2-core CPU)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
 
@@ -195,11 +197,27 @@ def run_seed(cfg: Config, seed: int, explorers: list[str], threads: int = 0) -> 
     pretrain.seed_everything(seed)
     run = pretrain.Run(pc)
     run.dir.mkdir(parents=True, exist_ok=True)
+    curve, update = [], run.update
+    short = dataclasses.replace(cfg, episodes=1)
+
+    def update_and_measure() -> dict:  # the learning curve: agent vs random rollouts of one episode, in fresh worlds
+        log = update()
+        if (run.step + 1) % cfg.curve_every == 0:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):  # training's random stream stays untouched
+                r = measure(run, {e: rollout(run, e, short, seed) for e in ("random", "agent")}, cfg.k)
+            curve.append((run.step + 1, r["agent"]["own"] / r["random"]["own"], r["agent"]["z2"]))
+            run.model.train()
+        return log
+
+    run.update = update_and_measure
     run.train()  # writes runs/exploration_s<seed>/ (filmstrips, metrics.csv, curves.png)
     print(f"seed {seed}: trained Palm-up for {cfg.updates} updates in {time.time() - t:.0f} s", flush=True)
     run.model.encoder.requires_grad_(False)  # the greedy explorers differentiate through it, never train it
     result = measure(run, {e: rollout(run, e, cfg, seed) for e in explorers}, cfg.k)
+    result["curve"] = curve
     for e, r in result.items():
+        if e == "curve":
+            continue
         print(f"  seed {seed} {e:13s} pixels {r['pixels']:.3f} random-init {r['random-init']:.4f} own {r['own']:.3f} "
               f"|z|^2/d {r['z2']:.3f} outside {r['outside']:.3f} objective gain {r['objective']:.3f}", flush=True)
     return result
@@ -230,7 +248,31 @@ def main(argv=None) -> None:
         ratio = {s: mean_std([r[e][s] / r["random"][s] for r in results]) for s in ("pixels", "random-init", "own")}
         print(f"| {e} | {ratio['pixels']} | {ratio['random-init']} | {ratio['own']} | "
               f"{mean_std([r[e]['z2'] for r in results])} | {mean_std([r[e]['outside'] for r in results])} |")
-    print(f"\ntotal {time.time() - start:.0f} s")
+    plot_curves(results, seeds, Path("runs") / "exploration_curves.png")
+    print(f"\nlearning curves (agent / random, own features, 1 episode each): runs/exploration_curves.png")
+    print(f"total {time.time() - start:.0f} s")
+
+
+def plot_curves(results: list[dict], seeds: list[int], path: Path) -> None:
+    """Agent / random kNN diversity (own features) and the agent's mean ||z||^2 / d over updates, one line a seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for seed, r in zip(seeds, results):
+        if r["curve"]:
+            u, ratio, z2 = zip(*r["curve"])
+            axes[0].plot(u, ratio, marker="o", label=f"seed {seed}")
+            axes[1].plot(u, z2, marker="o", label=f"seed {seed}")
+    axes[0].axhline(1, color="gray", ls="--", lw=1)
+    axes[1].axhspan(0.8, 1.25, color="green", alpha=0.1)
+    axes[0].set(xlabel="encoder / SAC update", title="agent / uniform-random spread (own features)")
+    axes[1].set(xlabel="encoder / SAC update", title="agent's mean ||z||^2 / d (prior: 1)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
