@@ -16,6 +16,7 @@ episodes x num_envs x horizon env steps:
                  squared norm): the gain an explorer can buy while its latents stay on the prior's scale
   greedy-blind   (optional) greedy-prior optimised against an independent draw of the world's noise, as a policy
                  that cannot see the noise would have to
+  agent-prior    (optional) the agent's actions, pulled back into the same ball: its gain without leaving the prior
 Diversity is APT's statistic, the mean distance to the k nearest other frames, in pixels, in a random-init encoder
 that no run trained, and in the agent's own encoder (the space it is rewarded in); ratios are to `random`.
 Where the latents go: mean ||z||^2 / d (1 under the prior N(0, I)) and the share of visited latents outside the
@@ -36,7 +37,7 @@ from generator import make_encoder, parse_config  # noqa: E402
 from world import LatentWorld, latent_step  # noqa: E402
 import pretrain  # noqa: E402
 
-EXPLORERS = ("random", "agent", "corners", "greedy", "greedy-prior", "greedy-blind")
+EXPLORERS = ("random", "agent", "corners", "greedy", "greedy-prior", "greedy-blind", "agent-prior")
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Config:
     greedy_steps: int = 5  # greedy: gradient-ascent steps per env step (analysis only)
     greedy_lr: float = 0.5  # greedy: Adam step size on the actions in [-1, 1] (analysis only)
     greedy_reference: int = 192  # greedy: recently visited frames in its kNN batch (num_envs + this = APT's batch)
-    explorers: str = "random,agent,corners,greedy,greedy-prior"  # which to roll out (+ "greedy-blind"; random always)
+    explorers: str = "random,agent,corners,greedy,greedy-prior"  # which to roll out (+ greedy-blind, agent-prior)
     curve_every: int = 50  # learning curve: agent vs random (1 episode each) every this many updates
     jobs: int = 2  # seeds trained in parallel processes of one torch thread each (2 fills a 2-core CPU)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
@@ -92,6 +93,8 @@ def greedy_actions(world: LatentWorld, encoder, reference: torch.Tensor, start: 
                 a = (z * shrink - z0) / gain
         return a.clamp(-1, 1)  # (N, d)
 
+    if steps == 0:
+        return project(start.clone()), []
     a = project(start.clone()).requires_grad_(True)
     opt = torch.optim.Adam([a], lr=lr)
     trace = []
@@ -119,9 +122,11 @@ def rollout(run: "pretrain.Run", explorer: str, cfg: Config, seed: int) -> dict:
     seen = torch.empty(0, encoder.feature_dim, device=dev)  # (m, D): features of the frames visited so far
     for _ in range(cfg.episodes * pc.horizon):
         u = torch.rand(pc.num_envs, G.latent_dim, generator=g, device=dev) * 2 - 1  # (N, d) uniform on [-1, 1]
-        if explorer == "agent":
+        if explorer.startswith("agent"):
             with torch.no_grad():
                 a = run.sac.act(run.features(obs))  # (N, d)
+            if explorer == "agent-prior":  # the agent's actions, pulled back into ||z_t+1||^2 <= d (no ascent step)
+                a, _ = greedy_actions(world, encoder, seen, a, 0, cfg.greedy_lr, cfg.k, float(G.latent_dim))
         elif explorer == "corners":
             a = torch.sign(u)  # (N, d) in {-1, 1}
         elif explorer.startswith("greedy"):
