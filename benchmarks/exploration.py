@@ -273,7 +273,8 @@ def plot_curves(results: list[dict], seeds: list[int], path: Path) -> None:
     axes[1].axhspan(0.8, 1.25, color="green", alpha=0.1)
     axes[0].set(xlabel="encoder / SAC update", title="agent / uniform-random spread (own features)")
     axes[1].set(xlabel="encoder / SAC update", title="agent's mean ||z||^2 / d (prior: 1)")
-    axes[0].legend(fontsize=7)
+    if any(r["curve"] for r in results):
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
