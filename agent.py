@@ -245,7 +245,8 @@ def sac_diagnostics(actions, rewards, q, target, policy_actions) -> dict:
                  the share of the reward's variance the action explains (about 0 when it explains nothing; nan
                  unless B > A + 2)"""
     B, A = actions.shape
-    X = torch.cat([torch.ones(B, 1, device=actions.device), actions, actions.pow(2).mean(1, keepdim=True)], 1)  # (B, A+2)
+    ones = torch.ones(B, 1, device=actions.device)
+    X = torch.cat([ones, actions, actions.pow(2).mean(1, keepdim=True)], 1)  # (B, A + 2): intercept, a, ||a||^2 / A
     p = X.shape[1] - 1
     r = rewards - rewards.mean()  # (B,)
     resid = rewards - X @ torch.linalg.lstsq(X.cpu(), rewards.cpu()[:, None]).solution.to(X.device).squeeze(1)  # (B,)

@@ -6,8 +6,8 @@ Every iteration (one "encoder update"):
   2. a batch of consecutive pairs (o_t, o_t+1) is sampled — never across an episode reset (world.py's
      info["next_obs"] is the true successor even on the reset step);
   3. the Siamese encoder takes one step on the temporal InfoNCE loss of the pairs, without augmentation;
-  4. SAC takes one step on the same batch, its reward the APT particle entropy of the next frames'
-     features, which are detached: RL never updates the encoder.
+  4. SAC takes `sac_updates` steps on the same batch, its reward the APT particle entropy of the next frames'
+     features (standardised per batch), which are detached: RL never updates the encoder.
 Baselines use the same encoder, batch size and number of encoder updates (--method):
   random      uniform-random actions in the same world (exploration ablated)
   genrep      static GAN samples, positives G(z, y) and G(z + sigma * eps, y) (GenRep, Jahanian et al. 2022)
@@ -53,11 +53,11 @@ class Config:
     action_scale: float = 3 ** 0.5  # world: action gain s; sqrt(3) gives uniform actions unit variance (paper: open)
     apt_k: int = 12  # APT: neighbours in the particle estimate (URLB's value)
     # APT agent (SAC) settings: the paper leaves them open; chosen by measurement (docs/exploration.md)
-    sac_gamma: float = 0.5  # SAC discount: the reward is the next frame's (CleanRL / SAC: 0.99; transfer.py: 0.5)
-    sac_alpha: float = 0.1  # SAC temperature on standardised rewards (SAC-v1 fixed alpha; URLB/DrQ init 0.1)
-    sac_autotune: bool = False  # learn alpha toward entropy -|A| (SAC-v2); off: -64 drives the policy off the prior
-    reward_norm: bool = True  # standardise each batch's APT rewards (Q-scale independent of the encoder's distances)
-    sac_updates: int = 4  # SAC steps per encoder update, on the same batch: update-to-data ratio (REDQ / DroQ raise it)
+    sac_gamma: float = 0.5  # SAC discount: APT rewards the next frame (CleanRL: 0.99; transfer.py measured 0.5 too)
+    sac_alpha: float = 0.1  # SAC temperature, on standardised rewards (fixed as in SAC-v1; 0.1 = DrQ / URLB's init)
+    sac_autotune: bool = False  # learn alpha toward entropy -|A| (SAC-v2); on: the policy collapses, leaves the prior
+    reward_norm: bool = True  # standardise each batch's APT rewards (SAC-v1: reward scale is its sensitive knob)
+    sac_updates: int = 4  # SAC steps per encoder update, same batch: update-to-data ratio (REDQ / DroQ: up to 20)
     buffer_size: int = 100_000  # replay transitions (each ~6 KB: two uint8 frames)
     warmup: int = 16  # world steps of uniform-random play that fill the buffer before the first update
     genrep_sigma: float = 0.6  # genrep: std of the latent perturbation of the positive

@@ -155,7 +155,8 @@ def chi2_quantile(p: float, d: int) -> float:
     lo, hi = 0.0, d + 20.0 * math.sqrt(2 * d) + 20
     for _ in range(100):
         mid = (lo + hi) / 2
-        cdf = torch.special.gammainc(torch.tensor(d / 2, dtype=torch.float64), torch.tensor(mid / 2, dtype=torch.float64))
+        half = lambda x: torch.tensor(x / 2, dtype=torch.float64)  # noqa: E731
+        cdf = torch.special.gammainc(half(d), half(mid))  # the regularised lower incomplete gamma P(d/2, x/2)
         lo, hi = (mid, hi) if cdf.item() < p else (lo, mid)
     return (lo + hi) / 2
 
