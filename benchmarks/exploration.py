@@ -25,7 +25,7 @@ prior's central 99 % shell (chi-square quantiles 0.5 % and 99.5 %; 1 % under the
     python benchmarks/exploration.py                      # 3 seeds, embedded world: 16 min on a 2-core x86 CPU
     python benchmarks/exploration.py --seeds 0 --updates 100  # a quick look
 """
-import dataclasses, math, os, sys, time
+import dataclasses, math, os, shlex, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,7 @@ class Config:
     greedy_steps: int = 5  # greedy: gradient-ascent steps per env step (analysis only)
     greedy_lr: float = 0.5  # greedy: Adam step size on the actions in [-1, 1] (analysis only)
     greedy_reference: int = 192  # greedy: recently visited frames in its kNN batch (num_envs + this = APT's batch)
+    extra: str = ""  # more pretrain.py flags for the agent's training run, e.g. "--sac-alpha 0.03"
     explorers: str = "random,agent,corners,greedy,greedy-prior"  # which to roll out (+ greedy-blind, agent-prior)
     curve_every: int = 50  # learning curve: agent vs random (1 episode each) every this many updates
     jobs: int = 2  # seeds trained in parallel processes of one torch thread each (2 fills a 2-core CPU)
@@ -198,8 +199,9 @@ def run_seed(cfg: Config, seed: int, explorers: list[str], threads: int = 0) -> 
     if threads:
         torch.set_num_threads(threads)
     t = time.time()
-    pc = pretrain.Config(name=f"exploration_s{seed}", generator=cfg.generator, data=cfg.data, updates=cfg.updates,
-                         seed=seed, device=cfg.device, probe=False, overwrite=True)
+    pc = dataclasses.replace(pretrain.parse_config(pretrain.Config, shlex.split(cfg.extra)), name=f"exploration_s{seed}",
+                             generator=cfg.generator, data=cfg.data, updates=cfg.updates, seed=seed, device=cfg.device,
+                             probe=False, overwrite=True)
     pretrain.seed_everything(seed)
     run = pretrain.Run(pc)
     run.dir.mkdir(parents=True, exist_ok=True)
