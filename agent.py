@@ -78,6 +78,15 @@ def apt_reward(features: torch.Tensor, k: int = 12, rms: RMS | None = None) -> t
     return torch.log1p(knn.mean(dim=1))  # (B,)  APT (Liu & Abbeel 2021) Eq. 6, c = 1
 
 
+@torch.no_grad()
+def knn_spread(features: torch.Tensor, k: int = 12) -> float:
+    """How spread out a set of points is, APT's statistic: the mean distance from each row of features (B, D) to
+    its k nearest other rows (no log, no normaliser: ratios of it compare two sets of B points)."""
+    d = torch.cdist(features, features)  # (B, B)
+    d.fill_diagonal_(float("inf"))  # a point is not its own neighbour
+    return d.topk(k, dim=1, largest=False).values.mean().item()
+
+
 # ----------------------------------------------------------------------------------------------------
 # SAC
 # ----------------------------------------------------------------------------------------------------
@@ -97,6 +106,10 @@ class SACConfig:
     log_std_max: float = 2.0  # upper bound of the actor's log std (CleanRL LOG_STD_MAX)
     policy_frequency: int = 2  # actor+alpha are updated every this many calls, that many times (CleanRL, TD3-style)
     target_network_frequency: int = 1  # Polyak update every this many calls (CleanRL default)
+    reward_norm: bool = False  # standardise each batch's rewards to mean 0, std 1 before the Bellman target
+    #                            (paper leaves it open; pretrain.py sets it, chosen by measurement: docs/exploration.md)
+    updates_per_call: int = 1  # gradient steps (critic, actor, alpha, Polyak) per update() call on the same batch,
+    #                            the update-to-data ratio (paper leaves it open; REDQ / DroQ raise it to 20)
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -124,6 +137,7 @@ class SAC(nn.Module):
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr_alpha)
         self.num_updates = 0
         self.last_actor = torch.zeros(3, device=self.device)  # (actor_loss, alpha, entropy) of the last actor step
+        self.last_action = torch.zeros(1, action_dim, device=self.device)  # (B, A) its actions (diagnostics)
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -166,6 +180,16 @@ class SAC(nn.Module):
         if not all(finite):
             bad = [name for name, ok in zip(inputs, finite) if not ok]
             raise ValueError(f"SAC.update: non-finite values (NaN/inf) in {bad}; no network was updated")
+        if self.cfg.reward_norm:  # one scale for the critic whatever the reward's (APT's varies with the encoder)
+            r = (r - r.mean()) / r.std().clamp_min(1e-8)  # (B,)
+        for _ in range(self.cfg.updates_per_call):
+            stats = self._step(f, a, r, f2)
+        stats.update(sac_diagnostics(a, r, stats.pop("q_all"), stats.pop("y_all"), stats.pop("a_pi")),
+                     entropy_gap=stats["entropy"] - self.action_dim * math.log(2))  # vs uniform on [-1, 1]^A
+        return stats
+
+    def _step(self, f, a, r, f2) -> dict:
+        """One gradient step of critic, actor (delayed) and alpha on checked, detached tensors (update())."""
         cfg = self.cfg
 
         # Critic: soft Bellman residual (SAC Eq. 5) with clipped double-Q targets. The world has no terminal
@@ -196,6 +220,7 @@ class SAC(nn.Module):
                     alpha_loss.backward()
                     self.alpha_opt.step()
                 self.last_actor = torch.stack([actor_loss.detach(), self.alpha, -logp.detach().mean()])  # (3,)
+                self.last_action = a_pi.detach()  # (B, A) the policy's actions on the batch's states
 
         if self.num_updates % cfg.target_network_frequency == 0:
             with torch.no_grad():  # Polyak averaging: target <- (1 - tau) target + tau online (SAC, Alg. 1)
@@ -204,7 +229,31 @@ class SAC(nn.Module):
                         p_t.mul_(1 - cfg.tau).add_(p, alpha=cfg.tau)
         self.num_updates += 1
         stats = torch.cat([critic_loss.detach()[None], self.last_actor, q1.detach().mean()[None]])  # (5,)
-        return dict(zip(["critic_loss", "actor_loss", "alpha", "entropy", "q"], stats.tolist()))  # one sync
+        out = dict(zip(["critic_loss", "actor_loss", "alpha", "entropy", "q"], stats.tolist()))  # one sync
+        return {**out, "q_all": q1.detach(), "y_all": y, "a_pi": self.last_action}
+
+
+def sac_diagnostics(actions, rewards, q, target, policy_actions) -> dict:
+    """Is SAC learning its task? (B,) / (B, A) tensors of one update -> floats:
+    (SAC.update adds entropy_gap = entropy - |A| ln 2: 0 for a uniform policy on [-1, 1]^A, < 0 when it commits)
+    abs_action   mean |a| of the policy's actions on the batch's states (0.5 for uniform actions)
+    critic_r2    1 - MSE(Q, target) / Var(target): how much of the Bellman target the critic explains
+    reward_action_r2  adjusted R^2 of a least-squares fit of the reward on the batch's actions and ||a||^2 / A:
+                 the share of the reward's variance the action explains (about 0 when it explains nothing; nan
+                 unless B > A + 2)"""
+    B, A = actions.shape
+    ones = torch.ones(B, 1, device=actions.device)
+    X = torch.cat([ones, actions, actions.pow(2).mean(1, keepdim=True)], 1)  # (B, A + 2): intercept, a, ||a||^2 / A
+    p = X.shape[1] - 1
+    r = rewards - rewards.mean()  # (B,)
+    resid = rewards - X @ torch.linalg.lstsq(X.cpu(), rewards.cpu()[:, None]).solution.to(X.device).squeeze(1)  # (B,)
+    r2 = 1 - resid.pow(2).sum() / r.pow(2).sum().clamp_min(1e-12)
+    adj = 1 - (1 - r2) * (B - 1) / (B - p - 1) if B > p + 1 else r2 * float("nan")  # needs more rows than inputs
+    critic = 1 - (q - target).pow(2).mean() / target.var().clamp_min(1e-12)
+    stats = torch.stack([policy_actions.abs().mean(), critic, adj])  # (3,)
+    return dict(zip(["abs_action", "critic_r2", "reward_action_r2"], stats.tolist()))  # one sync
+
+
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ One iteration of Palm-up (`Run.update`, read it top to bottom):
      the step that ends an episode, so a pair never crosses a reset;
   4. sample: a batch of consecutive pairs (o_t, o_t+1);
   5. InfoNCE: the Siamese encoder takes one step on the temporal contrastive loss of the pairs, no augmentation;
-  6. APT: the reward of each pair is the kNN particle entropy of its next frame's features, detached;
-  7. SAC: one step on the same batch. RL never updates the encoder.
+  6. APT: the reward of each pair is the kNN particle entropy of its next frame's features, detached and
+     standardised per batch;
+  7. SAC: `sac_updates` steps on the same batch. RL never updates the encoder.
 Baselines (--method) change steps 1-4 only, through `Run.pairs`; the encoder, batch and number of updates stay:
   random      uniform-random actions in the same world (exploration ablated)
   genrep      static GAN samples, positives G(z, y) and G(z + sigma * eps, y) (GenRep, Jahanian et al. 2022)
@@ -32,13 +33,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward
+from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward, knn_spread
 from common import (ConfigError, RunLock, average_grad, broadcast, distributed, gather_ranks, load_checkpoint,
                     make_encoder, mean_over_ranks, own_part, parse_config, pick_device, require, run_dir, save_atomic,
                     seed_everything, timed)
 from evaluate import linear_probe
 from generator import is_biggan, load_generator, load_split, parse_classes, to_float, to_uint8
-from world import LatentWorld, save_filmstrip
+from world import LatentWorld, latent_step, save_filmstrip
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
 WORLD_METHODS = ("palmup", "random")
@@ -73,6 +74,12 @@ class Config:
     ema: float = 0.8  # world: EMA persistence rho (paper leaves it open)
     action_scale: float = 3 ** 0.5  # world: action gain s; sqrt(3) gives uniform actions unit variance (paper: open)
     apt_k: int = 12  # APT: neighbours in the particle estimate (URLB's value)
+    # APT agent (SAC) settings: the paper leaves them open; chosen by measurement (docs/exploration.md)
+    sac_gamma: float = 0.5  # SAC discount: APT rewards the next frame (CleanRL: 0.99; transfer.py measured 0.5 too)
+    sac_alpha: float = 0.1  # SAC temperature, on standardised rewards (fixed as in SAC-v1; 0.1 = DrQ / URLB's init)
+    sac_autotune: bool = False  # learn alpha toward entropy -|A| (SAC-v2); on: the policy collapses, leaves the prior
+    reward_norm: bool = True  # standardise each batch's APT rewards (SAC-v1: reward scale is its sensitive knob)
+    sac_updates: int = 4  # SAC steps per encoder update, same batch: update-to-data ratio (REDQ / DroQ: up to 20)
     buffer_size: int = 100_000  # replay transitions (each ~6 KB: two uint8 frames)
     warmup: int = 16  # world steps of uniform-random play that fill the buffer before the first update
     genrep_sigma: float = 0.6  # genrep: std of the latent perturbation of the positive
@@ -161,7 +168,10 @@ class Run:
             self.buffer = ReplayBuffer(cfg.buffer_size, self.G.latent_dim, (3, cfg.image_size, cfg.image_size),
                                        device=self.device)
             if cfg.method == "palmup":  # --method random acts uniformly: no agent
-                self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, SACConfig(), self.device)
+                sac_cfg = SACConfig(gamma=cfg.sac_gamma, init_alpha=cfg.sac_alpha, autotune=cfg.sac_autotune,
+                                    reward_norm=cfg.reward_norm, updates_per_call=cfg.sac_updates)
+                self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, sac_cfg, self.device)
+                self.probe_rng = torch.Generator(device=self.device).manual_seed(cfg.seed)  # spread_vs_random's actions
                 self.rms = RMS(device=self.device)
             self.obs = self.world.reset()  # (N, 3, S, S), S = cfg.image_size
 
@@ -183,7 +193,7 @@ class Run:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            log = {"loss": loss.item()}
+            log = {"loss": loss.item(), **batch.get("log", {})}
         if cfg.method == "palmup":
             with timed(self.stage_s, "SAC update + APT reward", self.device):  # steps 6-7
                 # (B, D) each: features of o_t and o_t+1, detached (Fig. 1C). They come from the encoder's training
@@ -196,12 +206,15 @@ class Run:
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The one seam between methods: -> two views (B, 3, 32, 32) in [-1, 1] whose rows are positive pairs, and the
-        batch they came from (actions for SAC, labels for the supervised baseline)."""
+        batch they came from (actions for SAC, labels for the supervised baseline, metrics to log)."""
         cfg, B = self.cfg, self.cfg.batch_size
         if cfg.method in WORLD_METHODS:
-            self.explore(self.act(self.obs))  # steps 1-3: act, step, store
+            action = self.act(self.obs)  # step 1
+            watch = cfg.method == "palmup" and (self.step + 1) % 10 == 0  # on logged updates: exploration metrics
+            log = self.spread_vs_random(action) if watch else {}
+            self.explore(action)  # steps 2-3: step, store
             batch = self.buffer.sample(B)  # step 4: consecutive pairs, never across a reset
-            return to_float(batch["obs"]), to_float(batch["next_obs"]), batch
+            return to_float(batch["obs"]), to_float(batch["next_obs"]), {**batch, "log": log}
         if cfg.method == "genrep":
             with torch.no_grad():
                 z, y = torch.randn(B, self.G.latent_dim, device=self.device), torch.randint(self.G.num_classes, (B,))
@@ -233,6 +246,22 @@ class Run:
         obs, info = self.world.step(action)
         self.buffer.add(to_uint8(self.obs), action, to_uint8(info["next_obs"]), info["y"])
         self.obs = obs
+
+    @torch.no_grad()
+    def spread_vs_random(self, action: torch.Tensor) -> dict:
+        """Before the envs step with `action` (N, d): how much more spread out (kNN distance in the encoder's features,
+        APT's k) are the frames it leads to than those uniform-random actions lead to from the same latents with the
+        same noise, and where the agent's latents go (mean ||z_t+1||^2 / d, 1 under the prior). Logged: curves.png."""
+        w, cfg = self.world, self.cfg
+        state = w.rng.get_state()
+        eps = w._noise(w.num_envs)  # (N, d): the noise the step will draw
+        w.rng.set_state(state)
+        u = torch.rand(action.shape, generator=self.probe_rng, device=self.device) * 2 - 1  # (N, d)
+        z = [latent_step(w.z, a, eps, w.mix, w.ema, w.action_scale, w.ema_kind) for a in (action, u)]  # 2 x (N, d)
+        f = self.features(w.G(torch.cat(z), torch.cat([w.y, w.y])))  # (2N, D)
+        k = min(cfg.apt_k, w.num_envs - 1)
+        return {"spread_ratio": knn_spread(f[:w.num_envs], k) / knn_spread(f[w.num_envs:], k),
+                "z_sq": z[0].pow(2).mean().item()}
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     def train(self) -> None:
@@ -305,6 +334,7 @@ class Run:
             s["buffer"] = {"ptr": b.ptr, "size": b.size, **filled}  # would save the whole preallocated storage
         if hasattr(self, "sac"):
             s["sac"] = {"nets": self.sac.state_dict(), "updates": self.sac.num_updates, "last": self.sac.last_actor,
+                        "probe_rng": self.probe_rng.get_state(),
                         "opts": [o.state_dict() for o in (self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt)]}
             s["rms"] = {"mean": self.rms.mean, "var": self.rms.var, "count": self.rms.count}
         return s
@@ -328,6 +358,7 @@ class Run:
         if hasattr(self, "sac"):
             self.sac.load_state_dict(s["sac"]["nets"])
             self.sac.num_updates, self.sac.last_actor = s["sac"]["updates"], s["sac"]["last"]
+            self.probe_rng.set_state(s["sac"]["probe_rng"].cpu())
             for opt, o in zip((self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt), s["sac"]["opts"]):
                 opt.load_state_dict(o)
             self.rms.mean, self.rms.var, self.rms.count = s["rms"]["mean"], s["rms"]["var"], s["rms"]["count"]
@@ -385,7 +416,7 @@ class Run:
             w = csv.DictWriter(fh, keys)
             w.writeheader()
             w.writerows(self.metrics)
-        keys = [k for k in ("loss", "reward", "alpha", "entropy") if k in self.metrics[-1]]
+        keys = [k for k in ("loss", "reward", "alpha", "entropy_gap", "spread_ratio", "z_sq") if k in self.metrics[-1]]
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
         for ax, k in zip(axes[0], keys):
             pts = [(m["update"], m[k]) for m in self.metrics if k in m]

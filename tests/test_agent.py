@@ -213,10 +213,11 @@ def test_bad_shapes_raise():
         sac.update(torch.randn(4, 8), torch.randn(4, 2), torch.randn(4, 1), torch.randn(4, 8))
 
 
-def test_update_never_touches_the_encoder():
+@pytest.mark.parametrize("cfg", [{}, {"reward_norm": True, "updates_per_call": 3}])
+def test_update_never_touches_the_encoder(cfg):
     encoder = nn.Linear(16, 8)
     w0, b0 = encoder.weight.detach().clone(), encoder.bias.detach().clone()
-    sac = small_sac(8, 2, policy_frequency=1)
+    sac = small_sac(8, 2, policy_frequency=1, **cfg)
     for _ in range(3):
         f, f2 = encoder(torch.randn(32, 16)), encoder(torch.randn(32, 16))  # (32, 8), requires grad
         assert f.requires_grad
@@ -224,8 +225,29 @@ def test_update_never_touches_the_encoder():
         m = sac.update(f, sac.act(f), rewards, f2)
     assert encoder.weight.grad is None and encoder.bias.grad is None
     assert torch.equal(encoder.weight, w0) and torch.equal(encoder.bias, b0)
-    assert set(m) == {"critic_loss", "actor_loss", "alpha", "entropy", "q"}
+    assert set(m) == {"critic_loss", "actor_loss", "alpha", "entropy", "q", "entropy_gap", "abs_action", "critic_r2",
+                      "reward_action_r2"}
     assert all(isinstance(v, float) for v in m.values())
+
+
+def test_updates_per_call_takes_that_many_steps():
+    sac = small_sac(8, 2, updates_per_call=3)
+    sac.update(torch.randn(32, 8), torch.rand(32, 2) * 2 - 1, torch.randn(32), torch.randn(32, 8))
+    assert sac.num_updates == 3
+
+
+def test_diagnostics_see_whether_the_action_explains_the_reward():
+    """reward_action_r2 is high when the reward is a function of the action, about 0 when it is noise."""
+    B, A = 256, 4
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(B, A, generator=g) * 2 - 1  # (B, A)
+    f = torch.randn(B, 8, generator=g)
+    sac = small_sac(8, A)
+    explained = sac.update(f, a, a.sum(1), f)["reward_action_r2"]
+    noise = sac.update(f, a, torch.randn(B, generator=g), f)["reward_action_r2"]
+    assert explained > 0.9 and abs(noise) < 0.1, (explained, noise)
+    uniform = sac.update(f, a, a.sum(1), f)["entropy_gap"]
+    assert uniform < 0  # a tanh-Gaussian has less entropy than the uniform distribution on [-1, 1]^A
 
 
 # ----------------------------------------------------------------------------------------------------

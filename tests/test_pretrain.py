@@ -73,6 +73,8 @@ def test_end_to_end_smoke_run_writes_outputs_and_beats_chance(tmp_path):
     for f in ("encoder.pt", "metrics.csv", "curves.png", "filmstrip_start.png", "filmstrip_end.png", "result.json"):
         assert (out / f).exists(), f
     assert not (out / "ckpt.pt").exists()
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"entropy_gap", "abs_action", "critic_r2", "reward_action_r2", "spread_ratio", "z_sq"} <= set(header)
     result = json.loads((out / "result.json").read_text())
     assert result["linear_probe"] > 0.2  # 10 classes: chance is 0.1
     stages = {"load data + generator", "explore + pairs", "encoder update", "SAC update + APT reward", "linear probe"}

@@ -1,0 +1,63 @@
+"""Tests for benchmarks/exploration.py: the greedy explorer climbs its objective, sees the world's own noise, keeps
+its latents in the prior's ball when asked; the latent statistics are right under the prior. Seconds on 2 CPU cores."""
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import exploration  # noqa: E402
+from generator import make_encoder  # noqa: E402
+from world import LatentWorld, latent_step  # noqa: E402
+
+N, K = 16, 4  # envs, neighbours
+
+
+def setup(tiny_G):
+    torch.manual_seed(0)
+    world = LatentWorld(tiny_G, N, horizon=4, seed=0)
+    world.reset()
+    encoder = make_encoder("cnn", 4).eval().requires_grad_(False)  # (B, 32) features
+    with torch.no_grad():
+        reference = encoder(world.step(torch.rand(N, tiny_G.latent_dim) * 2 - 1)[1]["next_obs"])  # (N, 32)
+    start = torch.rand(N, tiny_G.latent_dim) * 2 - 1  # (N, d)
+    return world, encoder, reference, start
+
+
+def test_greedy_objective_rises_over_its_inner_steps(tiny_G):
+    world, encoder, reference, start = setup(tiny_G)
+    a, trace = exploration.greedy_actions(world, encoder, reference, start, steps=5, lr=0.5, k=K)
+    assert len(trace) == 6 and trace[-1] > trace[0], trace
+    assert a.shape == start.shape and a.abs().max() <= 1
+    # the explorer knew the world's next noise: the step it chose lands on the objective's last value
+    with torch.no_grad():
+        obs = world.step(a)[1]["next_obs"]
+        assert math.isclose(exploration.apt_objective(encoder(obs), reference, K).item(), trace[-1], rel_tol=1e-4)
+
+
+def test_greedy_prior_keeps_its_latents_in_the_ball(tiny_G):
+    world, encoder, reference, start = setup(tiny_G)
+    budget = float(tiny_G.latent_dim)
+    state = world.rng.get_state()
+    eps = world._noise(N)  # (N, d): the noise of the next step
+    world.rng.set_state(state)
+    step = lambda a: latent_step(world.z, a, eps, world.mix, world.ema, world.action_scale)  # noqa: E731
+    z0, gain = step(torch.zeros_like(start)), step(torch.ones_like(start)) - step(torch.zeros_like(start))
+    closest = step((-z0 / gain).clamp(-1, 1)).pow(2).sum(1)  # (N,) the smallest ||z_t+1||^2 any action reaches
+    a, _ = exploration.greedy_actions(world, encoder, reference, start, steps=3, lr=0.5, k=K, max_sq_norm=budget)
+    sq = world.step(a)[1]["z"].pow(2).sum(1)  # (N,)
+    feasible = closest <= budget
+    assert feasible.any() and a.abs().max() <= 1
+    assert (sq[feasible] <= budget * (1 + 1e-2)).all(), (sq, budget)  # alternating projections: approximate
+    assert (sq[~feasible] <= closest[~feasible] * (1 + 1e-2)).all()  # else as close to the ball as the cube allows
+
+
+def test_latent_stats_under_the_prior():
+    d, n, p = 64, 20000, 0.01
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+    mean_sq, outside = exploration.latent_stats(z)
+    assert abs(mean_sq - 1) < 4 * math.sqrt(2 / d / n)  # ||z||^2 / d has std sqrt(2 / d) per sample
+    assert abs(outside - p) < 4 * math.sqrt(p * (1 - p) / n)  # binomial share outside the 99 % shell
+    lo, hi = exploration.chi2_quantile(0.005, d), exploration.chi2_quantile(0.995, d)
+    assert lo < d < hi
