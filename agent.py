@@ -54,6 +54,18 @@ class RMS:
 
 
 @torch.no_grad()
+def knn_distances(features: torch.Tensor, k: int) -> torch.Tensor:
+    """features (B, D) -> (B, k): each row's distances to its k nearest OTHER rows. A point is not its own neighbour:
+    the diagonal is set to +inf (URLB instead keeps the 0 self-distance as one of its k). Masking is exact, unlike
+    dropping the smallest of topk(k+1): cdist's matmul path can give the self-distance a small non-zero value and
+    duplicates can tie with it."""
+    f = features.detach()
+    dist = torch.cdist(f, f)  # (B, B) pairwise Euclidean distances
+    dist.fill_diagonal_(float("inf"))
+    return dist.topk(k, dim=1, largest=False).values  # (B, k)
+
+
+@torch.no_grad()
 def apt_reward(features: torch.Tensor, k: int = 12, rms: RMS | None = None) -> torch.Tensor:
     """APT reward (Liu & Abbeel 2021, Eq. 6 with URLB's knn_avg=True): r_i = log(1 + mean_j ||f_i - f_(j)||),
     the mean over the k nearest neighbours f_(j) of f_i in the batch. features (B, D) -> rewards (B,).
@@ -65,26 +77,17 @@ def apt_reward(features: torch.Tensor, k: int = 12, rms: RMS | None = None) -> t
         raise ValueError(f"apt_reward: need 1 <= k < B (the point itself is excluded), got k={k}, B={B}")
     if not torch.isfinite(features).all():
         raise ValueError("apt_reward: features contain NaN or inf")
-    f = features.detach()
-    dist = torch.cdist(f, f)  # (B, B) pairwise Euclidean distances
-    # A point is NOT its own neighbour: the diagonal is set to +inf (URLB instead keeps the 0 self-distance
-    # as one of its k). Masking is exact, unlike dropping the smallest of topk(k+1): cdist's matmul path
-    # can give the self-distance a small non-zero value and duplicates can tie with it.
-    dist.fill_diagonal_(float("inf"))
-    knn = dist.topk(k, dim=1, largest=False).values  # (B, k)
+    knn = knn_distances(features, k)  # (B, k)
     if rms is not None:  # URLB PBE: normalise by the running mean of all B*k kNN distances, updated first
         mean, _ = rms.update(knn.reshape(-1))  # knn.reshape(-1): (B*k,)
         knn = knn / mean.clamp_min(1e-8)
     return torch.log1p(knn.mean(dim=1))  # (B,)  APT (Liu & Abbeel 2021) Eq. 6, c = 1
 
 
-@torch.no_grad()
 def knn_spread(features: torch.Tensor, k: int = 12) -> float:
     """How spread out a set of points is, APT's statistic: the mean distance from each row of features (B, D) to
     its k nearest other rows (no log, no normaliser: ratios of it compare two sets of B points)."""
-    d = torch.cdist(features, features)  # (B, B)
-    d.fill_diagonal_(float("inf"))  # a point is not its own neighbour
-    return d.topk(k, dim=1, largest=False).values.mean().item()
+    return knn_distances(features, k).mean().item()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -252,8 +255,6 @@ def sac_diagnostics(actions, rewards, q, target, policy_actions) -> dict:
     critic = 1 - (q - target).pow(2).mean() / target.var().clamp_min(1e-12)
     stats = torch.stack([policy_actions.abs().mean(), critic, adj])  # (3,)
     return dict(zip(["abs_action", "critic_r2", "reward_action_r2"], stats.tolist()))  # one sync
-
-
 
 
 # ----------------------------------------------------------------------------------------------------
