@@ -1,4 +1,4 @@
-"""Tests of evaluate.py on small synthetic tensors (no dataset download, no /work/shared): ~20 s on 2 CPU cores."""
+"""Tests of evaluate.py on small synthetic tensors (no dataset, no download): ~20 s on a 2-core x86 CPU."""
 import subprocess, sys
 from pathlib import Path
 
