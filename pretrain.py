@@ -34,9 +34,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward, knn_spread
-from common import (ConfigError, RunLock, average_grad, broadcast, distributed, gather_ranks, load_checkpoint,
-                    make_encoder, mean_over_ranks, own_part, parse_config, pick_device, require, run_dir, save_atomic,
-                    seed_everything, timed)
+from common import (ConfigError, RunLock, atomic_path, average_grad, broadcast, distributed, gather_ranks,
+                    load_checkpoint, make_encoder, mean_over_ranks, own_part, parse_config, pick_device, require,
+                    run_dir, save_atomic, seed_everything, timed)
 from evaluate import linear_probe
 from generator import is_biggan, load_generator, load_split, parse_classes, to_float, to_uint8
 from world import LatentWorld, latent_step, save_filmstrip
@@ -411,9 +411,8 @@ class Run:
         import matplotlib.pyplot as plt
         if not self.metrics:
             return
-        with open(self.dir / "metrics.csv", "w", newline="") as fh:
-            keys = sorted({k for m in self.metrics for k in m})
-            w = csv.DictWriter(fh, keys)
+        with atomic_path(self.dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, sorted({k for m in self.metrics for k in m}))
             w.writeheader()
             w.writerows(self.metrics)
         keys = [k for k in ("loss", "reward", "alpha", "entropy_gap", "spread_ratio", "z_sq") if k in self.metrics[-1]]
@@ -423,7 +422,8 @@ class Run:
             ax.plot(*zip(*pts))
             ax.set(xlabel="encoder update", title=k)
         fig.tight_layout()
-        fig.savefig(self.dir / "curves.png", dpi=80)
+        with atomic_path(self.dir / "curves.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
         plt.close(fig)
 
 
