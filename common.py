@@ -11,7 +11,7 @@
     make_encoder(name, width)      the encoder that pretrain.py trains and evaluate.py / transfer.py score
 Files import downward only: common -> generator -> world -> agent -> evaluate -> pretrain -> transfer.
 """
-import argparse, contextlib, ctypes, dataclasses, inspect, io, json, os, random, re, sys, time, tokenize, typing
+import argparse, contextlib, ctypes, dataclasses, inspect, io, os, random, re, sys, time, tokenize, typing
 from pathlib import Path
 
 import numpy as np
@@ -235,10 +235,6 @@ def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
     """'m' for one value, 'm ± s' (sample std, n - 1) for several, after multiplying by scale."""
     v = torch.tensor(values, dtype=torch.float64) * scale
     return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
-
-
-def read_json(path) -> dict:
-    return json.loads(Path(path).read_text())
 
 
 # ---- torchrun: data parallel over processes (docs/scale.md); a single process never calls these -------------------
