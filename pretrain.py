@@ -475,7 +475,7 @@ def probe(run: Run) -> dict:
         perm = torch.randperm(len(run.x), generator=torch.Generator().manual_seed(0))
         (xtr, ytr), (xte, yte) = [(run.x[i], run.y[i]) for i in (perm[len(perm) // 10:], perm[:len(perm) // 10])]
     else:
-        (xtr, ytr), (xte, yte, _) = (run.x, run.y), load_split(cfg.data, "test", cfg.download)
+        (xtr, ytr), (xte, yte, _) = (run.x, run.y), run.test_split  # loaded by main() before training
     n = cfg.probe_images or len(xtr)
     train, test = (xtr[:n], ytr[:n]), (xte[:max(n // 5, 1)], yte[:max(n // 5, 1)])
     if len(test[0]) == 0 or len(train[0]) < 2:
@@ -505,7 +505,7 @@ def main(argv=None) -> dict:
         t_load = time.perf_counter()
         run = Run(cfg, rank, world_size)
         if cfg.probe and cfg.probe_split == "test":
-            load_split(cfg.data, "test", cfg.download)  # a data folder without test/ stops here, before any file
+            run.test_split = load_split(cfg.data, "test", cfg.download)  # no test/: stops here, before any file
         t_load = time.perf_counter() - t_load
     except (FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))
