@@ -52,6 +52,12 @@ class RMS:
         self.count = total
         return self.mean, self.var.sqrt()
 
+    def state(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load(self, s: dict) -> None:
+        self.mean, self.var, self.count = s["mean"], s["var"], s["count"]
+
 
 @torch.no_grad()
 def knn_distances(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -141,6 +147,17 @@ class SAC(nn.Module):
         self.num_updates = 0
         self.last_actor = torch.zeros(3, device=self.device)  # (actor_loss, alpha, entropy) of the last actor step
         self.last_action = torch.zeros(1, action_dim, device=self.device)  # (B, A) its actions (diagnostics)
+
+    def state(self) -> dict:
+        """Networks, the three optimisers and the counters: what a resumed run needs to take the same next step."""
+        return {"nets": self.state_dict(), "updates": self.num_updates, "last": self.last_actor,
+                "opts": [o.state_dict() for o in (self.actor_opt, self.critic_opt, self.alpha_opt)]}
+
+    def load(self, s: dict) -> None:
+        self.load_state_dict(s["nets"])
+        self.num_updates, self.last_actor = s["updates"], s["last"]
+        for opt, o in zip((self.actor_opt, self.critic_opt, self.alpha_opt), s["opts"]):
+            opt.load_state_dict(o)
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -300,6 +317,16 @@ class ReplayBuffer:
         self.label[idx] = label.to(self.device, torch.int64)
         self.ptr = (self.ptr + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+
+    def state(self) -> dict:
+        """The filled part only (cloned: a slice would save the whole preallocated storage)."""
+        filled = {k: getattr(self, k)[:self.size].clone() for k in ("obs", "next_obs", "action", "label")}
+        return {"ptr": self.ptr, "size": self.size, **filled}
+
+    def load(self, s: dict) -> None:
+        self.ptr, self.size = s["ptr"], s["size"]
+        for k in ("obs", "next_obs", "action", "label"):
+            getattr(self, k)[:self.size] = s[k]
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
         """Uniform with replacement -> dict(obs uint8 (B,3,32,32), action (B,A), next_obs uint8, label (B,))."""

@@ -328,15 +328,9 @@ class Run:
         if torch.cuda.is_available():
             s["cuda_rng"] = torch.cuda.get_rng_state_all()
         if hasattr(self, "world"):
-            w, b = self.world, self.buffer
-            s["world"] = {"z": w.z, "y": w.y, "t": w.t, "steps": w._steps, "rng": w.rng.get_state(), "obs": self.obs}
-            filled = {k: getattr(b, k)[:b.size].clone() for k in ("obs", "next_obs", "action", "label")}  # a view
-            s["buffer"] = {"ptr": b.ptr, "size": b.size, **filled}  # would save the whole preallocated storage
+            s["world"], s["buffer"] = {**self.world.state(), "obs": self.obs}, self.buffer.state()
         if hasattr(self, "sac"):
-            s["sac"] = {"nets": self.sac.state_dict(), "updates": self.sac.num_updates, "last": self.sac.last_actor,
-                        "probe_rng": self.probe_rng.get_state(),
-                        "opts": [o.state_dict() for o in (self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt)]}
-            s["rms"] = {"mean": self.rms.mean, "var": self.rms.var, "count": self.rms.count}
+            s["sac"], s["rms"] = {**self.sac.state(), "probe_rng": self.probe_rng.get_state()}, self.rms.state()
         return s
 
     def load(self, s: dict) -> None:
@@ -349,19 +343,13 @@ class Run:
         if "cuda_rng" in s and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([r.cpu() for r in s["cuda_rng"]])
         if hasattr(self, "world"):
-            w, b, sw, sb = self.world, self.buffer, s["world"], s["buffer"]
-            w.z, w.y, w.t, w._steps, self.obs = sw["z"], sw["y"], sw["t"], sw["steps"], sw["obs"]
-            w.rng.set_state(sw["rng"].cpu())
-            b.ptr, b.size = sb["ptr"], sb["size"]
-            for k in ("obs", "next_obs", "action", "label"):
-                getattr(b, k)[:b.size] = sb[k]
+            self.world.load(s["world"])
+            self.obs = s["world"]["obs"]
+            self.buffer.load(s["buffer"])
         if hasattr(self, "sac"):
-            self.sac.load_state_dict(s["sac"]["nets"])
-            self.sac.num_updates, self.sac.last_actor = s["sac"]["updates"], s["sac"]["last"]
+            self.sac.load(s["sac"])
             self.probe_rng.set_state(s["sac"]["probe_rng"].cpu())
-            for opt, o in zip((self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt), s["sac"]["opts"]):
-                opt.load_state_dict(o)
-            self.rms.mean, self.rms.var, self.rms.count = s["rms"]["mean"], s["rms"]["var"], s["rms"]["count"]
+            self.rms.load(s["rms"])
 
     def checkpoint(self) -> None:
         """runs/<name>/ckpt.pt, written by rank 0 only; under torchrun it also holds every rank's own part."""

@@ -103,6 +103,14 @@ class LatentWorld:
         self._steps = 0  # the envs run in lock-step: one clock for all, kept in Python (no GPU sync to read it)
         return self.G(self.z, self.y)  # (N, 3, 32, 32)
 
+    def state(self) -> dict:
+        """Everything a resumed world needs to continue the same episodes with the same noise."""
+        return {"z": self.z, "y": self.y, "t": self.t, "steps": self._steps, "rng": self.rng.get_state()}
+
+    def load(self, s: dict) -> None:
+        self.z, self.y, self.t, self._steps = s["z"], s["y"], s["t"], s["steps"]
+        self.rng.set_state(s["rng"].cpu())  # a generator's state is a CPU byte tensor
+
     @torch.inference_mode()
     def step(self, action: torch.Tensor):
         if action.shape != (self.num_envs, self.latent_dim):

@@ -1,5 +1,6 @@
 """Tests for agent.py: APT reward vs brute force, SAC learns a known optimum, temperature, Polyak, input
 validation, detached encoder, replay buffer. Runs in well under a minute on 2 CPU cores."""
+import io
 import math
 import os
 import sys
@@ -289,6 +290,47 @@ def test_buffer_circular_overwrite():
     assert steps.tolist() == [10, 11, 12, 13, 14, 15, 16, 17, 8, 9]  # oldest (0..7) overwritten
     with pytest.raises(ValueError):
         buf.add(*fake_transitions(11, 2, 0))  # more than capacity at once
+
+
+def test_buffer_restored_from_its_state_holds_and_samples_the_same():
+    buf, copy = ReplayBuffer(10, action_dim=2), ReplayBuffer(10, action_dim=2)
+    for start in (0, 6):
+        buf.add(*fake_transitions(6, 2, start))  # wrapped: ptr 2, size 10
+    copy.load(buf.state())
+    assert (copy.ptr, copy.size) == (buf.ptr, buf.size) == (2, 10)
+    s, s2 = (b.sample(32, generator=torch.Generator().manual_seed(0)) for b in (buf, copy))
+    assert all(torch.equal(s[k], s2[k]) for k in s)
+    half = ReplayBuffer(10, action_dim=2)
+    half.add(*fake_transitions(3, 2, 0))
+    assert half.state()["obs"].shape == (3, 3, 32, 32)  # only the filled part is saved
+
+
+def test_sac_restored_from_its_state_takes_the_same_next_step():
+    sac, copy = small_sac(seed=0), small_sac(seed=1)
+    g = torch.Generator().manual_seed(0)
+    batch = lambda: (torch.randn(16, 8, generator=g), torch.rand(16, 2, generator=g) * 2 - 1,  # noqa: E731
+                     torch.randn(16, generator=g), torch.randn(16, 8, generator=g))
+    sac.update(*batch())
+    saved = io.BytesIO()  # through torch.save / load as in a checkpoint (in memory, load_state_dict would alias
+    torch.save(sac.state(), saved)  # the optimisers' moment tensors of the two agents)
+    saved.seek(0)
+    copy.load(torch.load(saved, weights_only=True))
+    b = batch()
+    torch.manual_seed(3)
+    sac.update(*b)
+    torch.manual_seed(3)
+    copy.update(*b)
+    assert copy.num_updates == sac.num_updates == 2
+    for (k, v), (_, w) in zip(sac.state_dict().items(), copy.state_dict().items()):
+        torch.testing.assert_close(v, w, msg=k)  # the optimisers' moments came along too
+
+
+def test_rms_restored_from_its_state_folds_in_the_same_way():
+    rms, copy = RMS(), RMS()
+    rms.update(torch.randn(50))
+    copy.load(rms.state())
+    x = torch.randn(30)
+    torch.testing.assert_close(rms.update(x), copy.update(x))
 
 
 def test_buffer_rejects_float_obs_and_bad_shapes():

@@ -19,6 +19,19 @@ def test_same_seed_same_trajectory(tiny_G):
     assert not torch.equal(a[2], c[2])
 
 
+def test_a_world_restored_from_its_state_continues_the_same_trajectory(tiny_G):
+    world, copy = make_world(tiny_G), make_world(tiny_G, seed=7)  # the copy starts elsewhere
+    world.reset()
+    copy.reset()
+    actions = torch.rand(6, 4, tiny_G.latent_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (T, N, d)
+    world.step(actions[0])
+    copy.load(world.state())
+    for a in actions[1:]:  # across an episode boundary (horizon 3): the same prompts and noise after the reset
+        (obs, info), (obs2, info2) = world.step(a), copy.step(a)
+        assert torch.equal(info["z"], info2["z"]) and torch.equal(info["y"], info2["y"])
+        assert torch.equal(info["t"], info2["t"]) and torch.equal(info["done"], info2["done"])
+
+
 def test_labels_constant_within_episode_and_resampled_after_done(tiny_G):
     world = make_world(tiny_G, num_envs=64, horizon=3)
     world.reset()
