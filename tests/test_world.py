@@ -28,7 +28,7 @@ def test_a_world_restored_from_its_state_continues_the_same_trajectory(tiny_G):
     copy.load(world.state())
     for a in actions[1:]:  # across an episode boundary (horizon 3): the same prompts and noise after the reset
         (obs, info), (obs2, info2) = world.step(a), copy.step(a)
-        assert torch.equal(info["z"], info2["z"]) and torch.equal(info["y"], info2["y"])
+        assert torch.equal(obs, obs2) and torch.equal(info["z"], info2["z"]) and torch.equal(info["y"], info2["y"])
         assert torch.equal(info["t"], info2["t"]) and torch.equal(info["done"], info2["done"])
 
 
