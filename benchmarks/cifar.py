@@ -2,6 +2,8 @@
 
     python benchmarks/cifar.py sweep     # Palm-up knobs one at a time (+ GenRep's sigma), probe on a VALIDATION split
     python benchmarks/cifar.py table     # 6 methods x 3 seeds, then evaluate.py's table on the test split
+    python benchmarks/cifar.py explore   # does exploring help? Palm-up vs the random-policy world vs GenRep at an
+                                         # equal budget (512 decoded frames per update), 3 seeds, paired by seed
 
 Every run is `python pretrain.py ...` with the same encoder, batch size and number of encoder updates (the budget),
 written to runs/<prefix>_<...>/; finished runs are skipped, so an interrupted table resumes. `--parallel N` runs N
@@ -16,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import parse_config  # noqa: E402
+from common import mean_std, parse_config  # noqa: E402
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
 SWEEP = {  # knob -> values; the first value of each list is the default, run once as the baseline
@@ -30,6 +32,12 @@ SWEEP = {  # knob -> values; the first value of each list is the default, run on
     "width": ["32", "64"],  # encoder width (features 8 x width)
 }
 GENREP_SIGMAS = ["0.3", "0.6", "1.0"]
+EXPLORE = {  # explore: run tag -> (label, flags). 512 envs: as many decoded frames per update as GenRep's 2 x 256
+    "palmup_e512": ("Palm-up, exploring agent, 512 envs", ["--method", "palmup", "--num-envs", "512"]),
+    "random_e512": ("random-policy world, 512 envs", ["--method", "random", "--num-envs", "512"]),
+    "genrep": ("GenRep, σ 0.6 (default)", ["--method", "genrep"]),
+    "genrep03": ("GenRep, σ 0.3 (the sweep's best)", ["--method", "genrep", "--genrep-sigma", "0.3"]),
+}
 
 
 @dataclass
@@ -43,6 +51,7 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # passed to pretrain.py
     extra: str = ""  # more pretrain.py flags for every run, e.g. "--encoder resnet18"
     knobs: str = ""  # sweep: only these knobs, comma-separated (e.g. "width,num-envs"); "" = all
+    split: Literal["val", "test"] = "test"  # explore: probe on the test split, or on validation (choose settings there)
 
 
 def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
@@ -82,9 +91,47 @@ def row(knob: str, value: str, name: str) -> None:
     print(f"| {knob} | {value} | {probe} | {wall} |")
 
 
+def explore(cfg: Config) -> None:
+    """Palm-up, the random-policy world and GenRep at an equal budget: a table (mean ± std over seeds), each row's
+    paired difference to the random-policy world, and learning curves (runs/<prefix>_explore_curves.png)."""
+    seeds, key = cfg.seeds.split(","), "linear_probe" if cfg.split == "test" else "linear_probe_val"
+    name = lambda tag, s: f"{cfg.prefix}_{tag}{'_test' if cfg.split == 'test' else ''}_s{s}"  # noqa: E731
+    launch([(name(t, s), [*flags, "--seed", s] + (["--probe-split", "val"] if cfg.split == "val" else []))
+            for s in seeds for t, (_, flags) in EXPLORE.items()], cfg)
+    probes = {t: [100 * result(name(t, s)).get(key, float("nan")) for s in seeds] for t in EXPLORE}
+    print(f"\n{cfg.split} linear probe (%), {cfg.updates} updates, seeds {cfg.seeds}\n")
+    print(f"| method | {' | '.join(f'seed {s}' for s in seeds)} | mean ± std | paired vs random world |")
+    print(f"|---|{'---:|' * len(seeds)}---:|---:|")
+    for t, (label, _) in EXPLORE.items():
+        diff = [a - b for a, b in zip(probes[t], probes["random_e512"])]
+        print(f"| {label} | {' | '.join(f'{v:.1f}' for v in probes[t])} | {mean_std(probes[t])} | "
+              f"{'–' if t == 'random_e512' else mean_std(diff)} |")
+    import csv
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    for t, color in (("palmup_e512", "C0"), ("random_e512", "C1")):
+        for i, s in enumerate(seeds):
+            path = ROOT / "runs" / name(t, s) / "metrics.csv"
+            rows = list(csv.DictReader(open(path))) if path.exists() else []
+            for ax, k in zip(axes, ("loss", "spread_ratio", "z_sq")):
+                pts = [(int(r["update"]), float(r[k])) for r in rows if r.get(k)]
+                if pts:
+                    ax.plot(*zip(*pts), color=color, lw=1, label=EXPLORE[t][0].split(",")[0] if i == 0 else None)
+    for ax, title in zip(axes, ("InfoNCE loss", "agent / uniform-random spread, one step", "agent's mean ||z||^2 / d")):
+        ax.set(xlabel="encoder update", title=title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(ROOT / "runs" / f"{cfg.prefix}_explore_curves.png", dpi=80)
+    plt.close(fig)
+    print(f"\nlearning curves: runs/{cfg.prefix}_explore_curves.png")
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    what = argv.pop(0) if argv and argv[0] in ("sweep", "table") else sys.exit("usage: cifar.py sweep|table [flags]")
+    modes = ("sweep", "table", "explore")
+    what = argv.pop(0) if argv and argv[0] in modes else sys.exit("usage: cifar.py sweep|table|explore [flags]")
     cfg = parse_config(Config, argv)
     (ROOT / "runs").mkdir(exist_ok=True)
     if what == "sweep":
@@ -108,6 +155,8 @@ def main(argv=None) -> None:
             for s in GENREP_SIGMAS:
                 row("genrep sigma", s, f"{cfg.prefix}_sweep_genrep{s}")
         return
+    if what == "explore":
+        return explore(cfg)
     seeds = cfg.seeds.split(",")
     launch([(f"{cfg.prefix}_{m}_s{s}", ["--method", m, "--seed", s]) for s in seeds for m in METHODS], cfg)
     runs = [str(ROOT / "runs" / f"{cfg.prefix}_{m}_s{s}") for m in METHODS for s in seeds]
