@@ -24,6 +24,7 @@ prior's central 99 % shell (chi-square quantiles 0.5 % and 99.5 %; 1 % under the
 
     python benchmarks/exploration.py                      # 3 seeds, embedded world: 16 min on a 2-core x86 CPU
     python benchmarks/exploration.py --seeds 0 --updates 100  # a quick look
+    python benchmarks/exploration.py --cost --generator checkpoints/cifar10_gan.pt   # what a greedy world would cost
 """
 import dataclasses, math, os, shlex, sys, time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import knn_spread  # noqa: E402
 from common import make_encoder, mean_std, parse_config, seed_everything  # noqa: E402
+from generator import to_float  # noqa: E402
 from world import LatentWorld, latent_step  # noqa: E402
 import pretrain  # noqa: E402
 
@@ -57,6 +59,8 @@ class Config:
     curve_every: int = 50  # learning curve: agent vs random (1 episode each) every this many updates
     jobs: int = 2  # seeds trained in parallel processes of one torch thread each (2 fills a 2-core CPU)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
+    cost: bool = False  # only time one greedy step against one update of the random-policy world, then exit
+    cost_envs: int = 512  # --cost: envs stepped per update (512: the equal-budget CIFAR-10 comparison)
 
 
 def apt_objective(new: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
@@ -226,8 +230,44 @@ def run_seed(cfg: Config, seed: int, explorers: list[str], threads: int = 0) -> 
     return result
 
 
+def cost(cfg: Config, reps: int = 3) -> None:
+    """Median seconds of one greedy-prior action choice for cfg.cost_envs envs (what a greedy-explorer world would add
+    to each update) and of one whole update of the random-policy world (pretrain.py --method random)."""
+    pc = dataclasses.replace(parse_config(pretrain.Config, shlex.split(cfg.extra)), name="exploration_cost",
+                             method="random", generator=cfg.generator, data=cfg.data, num_envs=cfg.cost_envs,
+                             device=cfg.device, probe=False)
+    seed_everything(0)
+    run = pretrain.Run(pc)
+    for _ in range(pc.warmup):
+        run.explore(run.act(run.obs))
+    encoder, d = run.model.encoder, float(run.G.latent_dim)
+
+    def greedy():
+        reference = run.features(to_float(run.buffer.next_obs[:cfg.greedy_reference]))  # (m, D)
+        encoder.eval()
+        greedy_actions(run.world, encoder, reference, run.act(run.obs), cfg.greedy_steps, cfg.greedy_lr, cfg.k, d)
+        encoder.train()
+
+    times = {}
+    for name, fn in (("random-policy world, one update", run.update),
+                     (f"greedy-prior action choice, {cfg.greedy_steps} steps", greedy)):
+        fn()  # warm-up
+        runs = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - t0)
+        times[name] = sorted(runs)[reps // 2]
+    for name, t in times.items():
+        print(f"{name} ({cfg.cost_envs} envs, {torch.get_num_threads()} threads): {t:.2f} s")
+    base, extra = times.values()
+    print(f"a greedy-explorer world would make each update {(base + extra) / base:.1f}x as long")
+
+
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
+    if cfg.cost:
+        return cost(cfg)
     explorers = ["random", *[e for e in cfg.explorers.split(",") if e and e != "random"]]
     if unknown := set(explorers) - set(EXPLORERS):
         sys.exit(f"error: unknown explorer(s) {sorted(unknown)}; choose from {list(EXPLORERS)}")

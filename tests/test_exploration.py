@@ -61,3 +61,12 @@ def test_latent_stats_under_the_prior():
     assert abs(outside - p) < 4 * math.sqrt(p * (1 - p) / n)  # binomial share outside the 99 % shell
     lo, hi = exploration.chi2_quantile(0.005, d), exploration.chi2_quantile(0.995, d)
     assert lo < d < hi
+
+
+def test_cost_times_a_greedy_step_against_a_world_update(capsys):
+    exploration.main(["--cost", "--cost-envs", "8", "--greedy-steps", "1", "--greedy-reference", "16",
+                      "--extra", "--batch-size 16 --warmup 2 --device cpu"])
+    out = capsys.readouterr().out
+    times = [float(line.split(": ")[1].split(" s")[0]) for line in out.splitlines() if line.endswith(" s")]
+    assert len(times) == 2 and all(t > 0 for t in times), out
+    assert "x as long" in out
