@@ -288,8 +288,6 @@ def gather_ranks(s: dict, rank: int, world_size: int, local: tuple) -> dict:
     own = to_cpu(own)  # gather_object pickles it
     parts = [None] * world_size if rank == 0 else None
     dist.gather_object(own, parts, dst=0)
-    if "sac" in s:  # the DDP-wrapped SAC modules under their plain names ("actor.0.weight")
-        s["sac"]["nets"] = {k.replace(".module.", "."): v for k, v in s["sac"]["nets"].items()}
     return {**s, "ranks": parts, "world_size": world_size}
 
 

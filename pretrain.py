@@ -356,6 +356,8 @@ class Run:
         s = self.state()
         if self.world_size > 1:  # BN statistics are rank-local between DDP's broadcasts: each rank keeps its own
             s["bn"] = dict(self.model.named_buffers())
+            if "sac" in s:  # distribute() wrapped SAC's modules in DDP: save them under their plain names
+                s["sac"]["nets"] = {k.replace(".module.", "."): v for k, v in s["sac"]["nets"].items()}
             s = gather_ranks(s, self.rank, self.world_size, LOCAL)
         if self.rank == 0:
             save_atomic(s, self.dir / "ckpt.pt")

@@ -114,7 +114,7 @@ def explore(cfg: Config) -> None:
     for t, color in (("palmup_e512", "C0"), ("random_e512", "C1")):
         for i, s in enumerate(seeds):
             path = ROOT / "runs" / name(t, s) / "metrics.csv"
-            rows = list(csv.DictReader(open(path))) if path.exists() else []
+            rows = list(csv.DictReader(path.read_text().splitlines())) if path.exists() else []
             for ax, k in zip(axes, ("loss", "spread_ratio", "z_sq")):
                 pts = [(int(r["update"]), float(r[k])) for r in rows if r.get(k)]
                 if pts:
