@@ -224,8 +224,9 @@ class Run:
         x = to_float(self.x[i].to(self.device))  # (B, 3, 32, 32)
         if cfg.method == "simclr":
             return augment(x), augment(x), {}
-        x2 = to_float(self.x[torch.randint(len(self.x), (B,))].to(self.device))
-        return x, x2, {"labels": torch.cat([self.y[i], self.y[i]]).to(self.device)}  # supervised: 2B images
+        j = torch.randint(len(self.x), (B,))  # supervised: 2B images, each with its own label
+        x2 = to_float(self.x[j].to(self.device))
+        return x, x2, {"labels": torch.cat([self.y[i], self.y[j]]).to(self.device)}
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """The SAC policy on detached features (palmup) or uniform-random actions (random): (N, d) in [-1, 1]."""
