@@ -4,6 +4,9 @@
     python benchmarks/cifar.py table     # 6 methods x 3 seeds, then evaluate.py's table on the test split
     python benchmarks/cifar.py explore   # does exploring help? Palm-up vs the random-policy world vs GenRep at an
                                          # equal budget (512 decoded frames per update), 3 seeds, paired by seed
+    python benchmarks/cifar.py budget    # how the answer moves with the budget: Palm-up, the random-policy world
+                                         # (2 seeds, paired), GenRep and SimCLR (1 seed) each trained once to 4,800
+                                         # updates; its encoder snapshots probed on the validation and test splits
 
 Every run is `python pretrain.py ...` with the same encoder, batch size and number of encoder updates (the budget),
 written to runs/<prefix>_<...>/; finished runs are skipped, so an interrupted table resumes. `--parallel N` runs N
@@ -11,14 +14,17 @@ at once, each with cores / N torch threads unless OMP_NUM_THREADS is set (on a G
 CPU: 2 runs of 1 thread). The sweep never looks at the test images: pretrain.py's `--probe-split val` fits the
 probe on 90 % of the training set and scores the other 10 %.
 """
-import json, os, subprocess, sys, time
+import dataclasses, functools, json, os, subprocess, sys, time
 from dataclasses import dataclass
 from typing import Literal
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import mean_std, parse_config  # noqa: E402
+from common import atomic_path, mean_std, parse_config, pick_device  # noqa: E402
+from evaluate import cached_probe, linear_probe, load_data, load_encoder  # noqa: E402
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
 SWEEP = {  # knob -> values; the first value of each list is the default, run once as the baseline
@@ -38,13 +44,19 @@ EXPLORE = {  # explore: run tag -> (label, flags). 512 envs: as many decoded fra
     "genrep": ("GenRep, σ 0.6 (default)", ["--method", "genrep"]),
     "genrep03": ("GenRep, σ 0.3 (the sweep's best)", ["--method", "genrep", "--genrep-sigma", "0.3"]),
 }
+BUDGET = {  # budget: run tag -> (label, flags); the two worlds at the default 64 envs, seeds paired
+    "palmup": ("Palm-up", ["--method", "palmup"]),
+    "random": ("random-policy world", ["--method", "random"]),
+    "genrep03": ("GenRep, σ 0.3", ["--method", "genrep", "--genrep-sigma", "0.3"]),
+    "simclr": ("SimCLR, real images", ["--method", "simclr"]),
+}
 
 
 @dataclass
 class Config:
     data: str = "cifar10"  # "cifar10" (torchvision, in data/cifar10) or an ImageFolder copy with train/ and test/
     generator: str = "checkpoints/cifar10_gan.pt"  # the world's generator
-    updates: int = 600  # encoder updates per run: the one budget of the table
+    updates: int = 600  # encoder updates per run: the one budget of the table (budget: the largest of --budgets)
     seeds: str = "0,1,2"  # table seeds
     prefix: str = "cifar"  # run folders runs/<prefix>_...
     parallel: int = 1  # runs at once
@@ -52,6 +64,10 @@ class Config:
     extra: str = ""  # more pretrain.py flags for every run, e.g. "--encoder resnet18"
     knobs: str = ""  # sweep: only these knobs, comma-separated (e.g. "width,num-envs"); "" = all
     split: Literal["val", "test"] = "test"  # explore: probe on the test split, or on validation (choose settings there)
+    budgets: str = "300,600,1200,2400,4800"  # budget: encoder updates at which each run keeps a snapshot
+    #                                          (pretrain.py --snapshots) that is probed; each run trains to the largest
+    budget_seeds: str = "0,1"  # budget: seeds of Palm-up and the random-policy world; GenRep and SimCLR run the first
+    plot: str = ""  # budget: the curve of test accuracy against updates (PNG); "" = runs/<prefix>_budget.png
 
 
 def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
@@ -91,6 +107,39 @@ def row(knob: str, value: str, name: str) -> None:
     print(f"| {knob} | {value} | {probe} | {wall} |")
 
 
+def summary(values) -> str:
+    """mean ± std over seeds; '–' while a seed is missing (NaN)."""
+    return "–" if any(v != v for v in values) else mean_std(values)
+
+
+def paired(a, b) -> str:
+    """a − b seed by seed, then mean ± std over seeds (a and b list the same seeds)."""
+    return summary([x - y for x, y in zip(a, b)])
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table, the first column left-aligned and the others right-aligned."""
+    print(f"| {' | '.join(header)} |\n|---|{'---:|' * (len(header) - 1)}")
+    for r in rows:
+        print(f"| {' | '.join(r)} |")
+
+
+def pyplot():
+    """matplotlib.pyplot without a display, imported only by the commands that draw."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_png(fig, path: Path) -> None:
+    """Write the figure atomically (never a half-written PNG) and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    pyplot().close(fig)
+    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
 def explore(cfg: Config) -> None:
     """Palm-up, the random-policy world and GenRep at an equal budget: a table (mean ± std over seeds), each row's
     paired difference to the random-policy world, and learning curves (runs/<prefix>_explore_curves.png)."""
@@ -100,17 +149,12 @@ def explore(cfg: Config) -> None:
             for s in seeds for t, (_, flags) in EXPLORE.items()], cfg)
     probes = {t: [100 * result(name(t, s)).get(key, float("nan")) for s in seeds] for t in EXPLORE}
     print(f"\n{cfg.split} linear probe (%), {cfg.updates} updates, seeds {cfg.seeds}\n")
-    print(f"| method | {' | '.join(f'seed {s}' for s in seeds)} | mean ± std | paired vs random world |")
-    print(f"|---|{'---:|' * len(seeds)}---:|---:|")
-    for t, (label, _) in EXPLORE.items():
-        diff = [a - b for a, b in zip(probes[t], probes["random_e512"])]
-        print(f"| {label} | {' | '.join(f'{v:.1f}' for v in probes[t])} | {mean_std(probes[t])} | "
-              f"{'–' if t == 'random_e512' else mean_std(diff)} |")
+    print_table(["method", *(f"seed {s}" for s in seeds), "mean ± std", "paired vs random world"],
+                [[label, *(f"{v:.1f}" for v in probes[t]), summary(probes[t]),
+                  "–" if t == "random_e512" else paired(probes[t], probes["random_e512"])]
+                 for t, (label, _) in EXPLORE.items()])
     import csv
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    fig, axes = pyplot().subplots(1, 3, figsize=(12, 3))
     for t, color in (("palmup_e512", "C0"), ("random_e512", "C1")):
         for i, s in enumerate(seeds):
             path = ROOT / "runs" / name(t, s) / "metrics.csv"
@@ -123,15 +167,70 @@ def explore(cfg: Config) -> None:
         ax.set(xlabel="encoder update", title=title)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(ROOT / "runs" / f"{cfg.prefix}_explore_curves.png", dpi=80)
-    plt.close(fig)
-    print(f"\nlearning curves: runs/{cfg.prefix}_explore_curves.png")
+    save_png(fig, ROOT / "runs" / f"{cfg.prefix}_explore_curves.png")
+
+
+def probe_snapshot(path: Path, data, device) -> dict:
+    """Linear probes of one encoder snapshot (evaluate.py): on pretrain.py's validation split (fit on 90 % of train,
+    score a fixed 10 %; the rule of pretrain.probe) and on the test split. data = ((x, y) train, (x, y) test)."""
+    encoder, ((x, y), test) = load_encoder(path, device)[0], data
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    fit, val = perm[len(perm) // 10:], perm[:len(perm) // 10]
+    return {"val": linear_probe(encoder, (x[fit], y[fit]), (x[val], y[val]), device),
+            "test": linear_probe(encoder, (x, y), test, device)}
+
+
+def budget(cfg: Config) -> None:
+    """Each method trained once to the largest budget; its snapshots probed (cached in runs/<run>/probe_<update>.json,
+    keyed by the snapshot's size and mtime): tables on both splits, the test curve (PNG) and the wall time per run."""
+    budgets, all_seeds = [int(b) for b in cfg.budgets.split(",")], cfg.budget_seeds.split(",")
+    seeds = {t: all_seeds if t in ("palmup", "random") else all_seeds[:1] for t in BUDGET}
+    name = lambda tag, s: f"{cfg.prefix}_budget_{tag}_s{s}"  # noqa: E731
+    launch([(name(t, s), [*flags, "--seed", s, "--snapshots", cfg.budgets, "--no-probe"])
+            for t, (_, flags) in BUDGET.items() for s in seeds[t]], dataclasses.replace(cfg, updates=max(budgets)))
+    data, device = functools.cache(lambda: load_data(cfg.data)), pick_device(cfg.device)  # data: only if uncached
+    acc = {}  # (tag, split) -> per seed, the accuracy (%) at each budget (NaN: no snapshot)
+    for t in BUDGET:
+        for s in seeds[t]:
+            p = {}
+            for b in budgets:
+                if (snap := ROOT / "runs" / name(t, s) / f"encoder_{b}.pt").is_file():
+                    key = {"data": cfg.data, "size": snap.stat().st_size, "mtime_ns": snap.stat().st_mtime_ns}
+                    p[b] = cached_probe(snap.with_name(f"probe_{b}.json"), key,
+                                        lambda snap=snap: probe_snapshot(snap, data(), device))
+            for split in ("val", "test"):
+                acc.setdefault((t, split), []).append([100 * p[b][split] if b in p else float("nan") for b in budgets])
+    for split in ("val", "test"):
+        print(f"\n{split} linear probe (%) against encoder updates, mean ± std over seeds\n")
+        per_budget = {t: list(zip(*acc[t, split])) for t in BUDGET}  # tag -> per budget, the seeds' accuracies
+        print_table(["method", "seeds", *map(str, budgets)],
+                    [[label, ",".join(seeds[t]), *map(summary, per_budget[t])] for t, (label, _) in BUDGET.items()]
+                    + [["Palm-up − random (paired by seed)", ",".join(all_seeds),
+                        *map(paired, per_budget["palmup"], per_budget["random"])]])
+    print()
+    print_table(["run", "wall time (pretrain.py's training loop)"],
+                [[name(t, s), f"{r['wall_time_s'] / 60:.1f} min" if (r := result(name(t, s))) else "–"]
+                 for t in BUDGET for s in seeds[t]])
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    for i, (t, (label, _)) in enumerate(BUDGET.items()):
+        a = torch.tensor(acc[t, "test"], dtype=torch.float64)  # (seeds, budgets)
+        ax.plot(budgets, a.mean(0), "o-", color=f"C{i}", label=f"{label} ({len(a)} seed{'s' if len(a) > 1 else ''})")
+        if len(a) > 1:
+            ax.fill_between(budgets, a.min(0).values, a.max(0).values, color=f"C{i}", alpha=0.2, lw=0)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [str(b) for b in budgets], minor=False)
+    ax.minorticks_off()
+    ax.set(xlabel="encoder updates (log scale)", ylabel="test linear probe (%)",
+           title=f"{Path(cfg.data).name}: linear probe against budget; band: min–max over seeds")
+    ax.legend(fontsize=8), ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, Path(cfg.plot) if cfg.plot else ROOT / "runs" / f"{cfg.prefix}_budget.png")
 
 
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    modes = ("sweep", "table", "explore")
-    what = argv.pop(0) if argv and argv[0] in modes else sys.exit("usage: cifar.py sweep|table|explore [flags]")
+    modes = ("sweep", "table", "explore", "budget")
+    what = argv.pop(0) if argv and argv[0] in modes else sys.exit(f"usage: cifar.py {'|'.join(modes)} [flags]")
     cfg = parse_config(Config, argv)
     (ROOT / "runs").mkdir(exist_ok=True)
     if what == "sweep":
@@ -155,8 +254,8 @@ def main(argv=None) -> None:
             for s in GENREP_SIGMAS:
                 row("genrep sigma", s, f"{cfg.prefix}_sweep_genrep{s}")
         return
-    if what == "explore":
-        return explore(cfg)
+    if what in ("explore", "budget"):
+        return explore(cfg) if what == "explore" else budget(cfg)
     seeds = cfg.seeds.split(",")
     launch([(f"{cfg.prefix}_{m}_s{s}", ["--method", m, "--seed", s]) for s in seeds for m in METHODS], cfg)
     runs = [str(ROOT / "runs" / f"{cfg.prefix}_{m}_s{s}") for m in METHODS for s in seeds]

@@ -1,18 +1,28 @@
-"""Tests for benchmarks/cifar.py explore: the table of finished runs, with differences paired by seed, and the curves.
-No training: the runs are fake result.json / metrics.csv files. Seconds on 2 CPU cores."""
+"""Tests for benchmarks/cifar.py explore and budget: the tables of finished runs, with differences paired by seed, and
+the curves. No training: the runs are fake result.json / metrics.csv files and tiny encoder snapshots (cnn, width 4)
+probed on a few random images. Seconds on 2 CPU cores."""
 import json
 import re
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cifar  # noqa: E402
 from common import parse_config  # noqa: E402
+from evaluate import random_encoder  # noqa: E402
 
 PROBES = {"palmup_e512": [0.50, 0.52, 0.47], "random_e512": [0.52, 0.53, 0.50],  # made-up accuracies
           "genrep": [0.51, 0.55, 0.49], "genrep03": [0.56, 0.54, 0.52]}
+
+
+def no_relaunch(monkeypatch) -> None:
+    """Fail on any pretrain.py launch; other subprocesses (matplotlib's first font scan runs fc-list) still run."""
+    real = cifar.subprocess.Popen
+    monkeypatch.setattr(cifar.subprocess, "Popen", lambda cmd, *a, **k: pytest.fail("a finished run was launched again")
+                        if any("pretrain.py" in str(c) for c in cmd) else real(cmd, *a, **k))
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
@@ -26,7 +36,7 @@ def test_explore_prints_each_seed_and_the_difference_paired_by_seed(tmp_path, mo
             (run / "result.json").write_text(json.dumps({key: p, "wall_time_s": 1.0}))
             if tag.endswith("e512"):
                 (run / "metrics.csv").write_text("update,loss,spread_ratio,z_sq\n10,3.0,1.0,1.0\n20,2.0,1.1,1.1\n")
-    monkeypatch.setattr(cifar.subprocess, "Popen", lambda *a, **k: pytest.fail("a finished run was launched again"))
+    no_relaunch(monkeypatch)
     cifar.explore(parse_config(cifar.Config, ["--split", split]))
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
@@ -38,3 +48,101 @@ def test_explore_prints_each_seed_and_the_difference_paired_by_seed(tmp_path, mo
     assert rows["random-policy world, 512 envs"][4] == "–"
     assert rows["GenRep, σ 0.3 (the sweep's best)"][4] == "2.3 ± 1.5"  # +4, +1, +2
     assert (tmp_path / "runs" / "cifar_explore_curves.png").stat().st_size > 0
+
+
+BUDGET_ACC = {"palmup": {0: [0.40, 0.50], 1: [0.42, 0.53]}, "random": {0: [0.41, 0.52], 1: [0.44, 0.53]},  # made up:
+              "genrep03": {0: [0.45, 0.55]}, "simclr": {0: [0.50, 0.60]}}  # test accuracy at updates 300, 600
+
+
+def fake_budget_runs(root: Path) -> None:
+    """Finished budget runs, each with a real (tiny, untrained) encoder snapshot at updates 300 and 600."""
+    for tag, seeds in BUDGET_ACC.items():
+        for seed in seeds:
+            run = root / "runs" / f"cifar_budget_{tag}_s{seed}"
+            run.mkdir(parents=True)
+            (run / "result.json").write_text(json.dumps({"wall_time_s": 90.0 + seed * 30}))
+            for update in (300, 600):
+                torch.save({"kind": "encoder", "encoder": "cnn", "width": 4, "finished": True, "config": {},
+                            "state_dict": random_encoder("cnn", 4, seed).state_dict(), "wall_time_s": 1.0,
+                            "update": update}, run / f"encoder_{update}.pt")
+
+
+def test_budget_launches_each_run_once_to_the_largest_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar, "ROOT", tmp_path)
+    (tmp_path / "runs").mkdir()
+    seen = []
+    monkeypatch.setattr(cifar, "launch", lambda jobs, cfg: seen.append((jobs, cfg.updates)))
+    cifar.budget(parse_config(cifar.Config, ["--plot", str(tmp_path / "b.png")]))
+    (jobs, updates), = seen
+    assert updates == 4800
+    flags = dict(jobs)
+    assert sorted(flags) == sorted(f"cifar_budget_{t}_s{s}" for t, s in [("palmup", 0), ("palmup", 1), ("random", 0),
+                                                                       ("random", 1), ("genrep03", 0), ("simclr", 0)])
+    assert flags["cifar_budget_random_s1"] == ["--method", "random", "--seed", "1", "--snapshots",
+                                               "300,600,1200,2400,4800", "--no-probe"]
+    assert flags["cifar_budget_genrep03_s0"][:4] == ["--method", "genrep", "--genrep-sigma", "0.3"]
+
+
+def test_budget_tables_pair_by_seed_cache_the_probes_and_draw_the_curve(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cifar, "ROOT", tmp_path)
+    fake_budget_runs(tmp_path)
+    no_relaunch(monkeypatch)
+    loads, probes = [], []
+    monkeypatch.setattr(cifar, "load_data", lambda data: loads.append(data) or "splits")
+
+    def fake_probe(path, data, device):  # the made-up accuracy of this run and update; val = test - 0.1
+        assert data == "splits"
+        probes.append(path)
+        tag, seed = path.parent.name.removeprefix("cifar_budget_").rsplit("_s", 1)
+        test = BUDGET_ACC[tag][int(seed)][[300, 600].index(int(path.stem.split("_")[1]))]
+        return {"val": test - 0.1, "test": test}
+    monkeypatch.setattr(cifar, "probe_snapshot", fake_probe)
+    cfg = parse_config(cifar.Config, ["--budgets", "300,600"])
+    cifar.budget(cfg)
+    assert len(probes) == 12 and loads == ["cifar10"]  # 6 runs x 2 snapshots; the data loaded once
+    first = capsys.readouterr().out
+    cifar.budget(cfg)
+    assert len(probes) == 12 and loads == ["cifar10"]  # the second call reads every probe from its cache
+    out = capsys.readouterr().out
+    assert out == first
+    assert json.loads((tmp_path / "runs" / "cifar_budget_simclr_s0" / "probe_600.json").read_text())["test"] == 0.60
+    val, test = out.split("test linear probe")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in test.splitlines() if line.startswith("| ")}
+    assert rows["Palm-up"] == ["0,1", "41.0 ± 1.4", "51.5 ± 2.1"]  # mean and sample std of 40, 42 and of 50, 53
+    assert rows["random-policy world"] == ["0,1", "42.5 ± 2.1", "52.5 ± 0.7"]
+    assert rows["GenRep, σ 0.3"] == ["0", "45.0", "55.0"]
+    assert rows["Palm-up − random (paired by seed)"] == ["0,1", "-1.5 ± 0.7", "-1.0 ± 1.4"]  # -1, -2; -2, 0
+    assert rows["cifar_budget_random_s1"] == ["2.0 min"]  # wall_time_s 120
+    assert "| SimCLR, real images | 0 | 40.0 | 50.0 |" in val  # the validation table: test - 10 points
+    assert (tmp_path / "runs" / "cifar_budget.png").stat().st_size > 0
+
+
+def test_budget_recomputes_a_probe_when_its_snapshot_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar, "ROOT", tmp_path)
+    fake_budget_runs(tmp_path)
+    monkeypatch.setattr(cifar, "launch", lambda jobs, cfg: None)
+    probes = []
+    monkeypatch.setattr(cifar, "load_data", lambda data: None)
+    monkeypatch.setattr(cifar, "probe_snapshot", lambda path, *_: probes.append(path) or {"val": 0.5, "test": 0.5})
+    cfg = parse_config(cifar.Config, ["--budgets", "300,600", "--plot", str(tmp_path / "b.png")])
+    cifar.budget(cfg)
+    snap = tmp_path / "runs" / "cifar_budget_palmup_s1" / "encoder_600.pt"
+    snap.write_bytes(snap.read_bytes() + b"\0")  # a resumed run rewrote it
+    cifar.budget(cfg)
+    assert probes[12:] == [snap]
+
+
+def test_probe_snapshot_scores_the_fixed_validation_tenth_and_the_test_split(tmp_path, monkeypatch):
+    fake_budget_runs(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    train, test = [(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                    torch.arange(n) % 2) for n in (40, 10)]
+    calls, real = [], cifar.linear_probe
+    monkeypatch.setattr(cifar, "linear_probe", lambda enc, a, b, dev: calls.append((a, b)) or real(enc, a, b, dev))
+    acc = cifar.probe_snapshot(tmp_path / "runs" / "cifar_budget_palmup_s0" / "encoder_300.pt", (train, test), "cpu")
+    assert set(acc) == {"val", "test"} and all(0 <= v <= 1 for v in acc.values())
+    (fit, val), (full, scored) = calls
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # pretrain.probe's --probe-split val
+    assert torch.equal(val[0], train[0][perm[:4]]) and torch.equal(fit[1], train[1][perm[4:]])
+    assert full[0] is train[0] and scored[0] is test[0]
