@@ -8,8 +8,8 @@
     RunLock(folder)                runs/<name>/.lock: one process per run folder
     timed(stages, key)             add a block's wall time to stages[key]
     distributed(device), ...       torchrun: join the process group; broadcast, average and gather over ranks
-    make_encoder(name, width)      the encoder that pretrain.py trains and evaluate.py / transfer.py score
-Files import downward only: common -> generator -> world -> agent -> evaluate -> pretrain -> transfer.
+Files import downward only: common -> data -> encoder -> biggan -> generator -> world -> agent -> evaluate ->
+checkpoint -> pretrain -> transfer -> play.
 """
 import argparse, contextlib, ctypes, dataclasses, inspect, io, os, random, re, sys, time, tokenize, typing
 from pathlib import Path
@@ -141,12 +141,32 @@ def atomic_path(path):
 
 
 def save_atomic(obj, path) -> None:
-    """torch.save, atomically. Text (str) is written as UTF-8."""
-    with atomic_path(path) as tmp:
-        if isinstance(obj, str):
-            tmp.write_text(obj)
-        else:
-            torch.save(obj, tmp)
+    """torch.save, atomically. Text (str) is written as UTF-8. A full disk or an unwritable folder raises one OSError
+    naming the file, and the previous file stays as it was."""
+    try:
+        with atomic_path(path) as tmp:
+            if isinstance(obj, str):
+                tmp.write_text(obj)
+            else:
+                torch.save(obj, tmp)
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise OSError(f"could not write {path} ({first}); {path} is unchanged") from None
+
+
+def check_output(path, overwrite: bool = False) -> None:
+    """Before any work: `path` can be written (its folder is, or can be made, writable) and is not an existing folder;
+    an existing file is replaced only with overwrite."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; name a file to write")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose another --name / --out")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: {parent} is not a writable folder")
 
 
 def load_checkpoint(path, what: str, map_location="cpu") -> dict:
@@ -308,31 +328,3 @@ def own_part(s: dict, rank: int, world_size: int) -> dict:
                          f"--nproc_per_node {saved}")
     own = dict(s["ranks"][rank])
     return {**s, **own, "model": {**s["model"], **own.pop("bn")}}
-
-
-
-# ---- the encoder ---------------------------------------------------------------------------------------------------
-def make_encoder(name: str = "cnn", width: int = 32) -> nn.Module:
-    """Encoder: images (B, 3, 32, 32) in [-1, 1] -> features (B, encoder.feature_dim). pretrain.py trains it,
-    evaluate.py and transfer.py score it frozen, generator.py's GAN-test uses it as a classifier body.
-
-    "cnn": 4 conv layers (1,400 img/s fwd+bwd on a 2-core x86 CPU, benchmarks/speed.py); "resnet18": torchvision's
-    ResNet-18 with the usual CIFAR stem (3x3 conv, no max-pool), for GPU users."""
-    if name == "cnn":
-        if width < 1:
-            raise ConfigError(f"the cnn encoder needs width >= 1, got {width}")
-        chans = [3, width, 2 * width, 4 * width, 8 * width]
-        layers = []
-        for i in range(4):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, 1 if i == 0 else 2, 1, bias=False),
-                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU()]
-        net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 8 * width)
-        net.feature_dim = 8 * width
-    elif name == "resnet18":
-        import torchvision
-        net = torchvision.models.resnet18(weights=None)  # never downloads weights
-        net.conv1, net.maxpool, net.fc = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity(), nn.Identity()
-        net.feature_dim = 512  # (B, 512)
-    else:
-        raise ConfigError(f"unknown encoder {name!r}; choose 'cnn' or 'resnet18'")
-    return net.to(memory_format=torch.channels_last)  # NHWC convs: 1.5x fwd + bwd on the CPU (docs/performance.md)

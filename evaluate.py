@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import atomic_path, load_checkpoint, make_encoder, mean_std, parse_config, pick_device, require, save_atomic
-from generator import CACHE, load_split, to_float
+from common import atomic_path, load_checkpoint, mean_std, parse_config, pick_device, require, save_atomic
+from data import CACHE, load_split, to_float
+from encoder import make_encoder
 
 
 @dataclass

@@ -48,7 +48,7 @@ from agent import SAC, SACConfig
 from common import atomic_path, mean_std, parse_config, pick_device, require, save_atomic, seed_everything, timed
 from evaluate import cached_probe, load_encoder, random_encoder
 from generator import load_generator
-from world import LatentWorld, latent_step
+from world import WorldConfig, latent_step
 
 EVAL_SEED = 12345  # the evaluation episodes: the same for every agent and seed
 KEYWORDS = ("oracle", "random-init")
@@ -64,9 +64,9 @@ class Config:
     #                                                    "euclid": ||z - z_goal|| / sqrt(d)
     env_steps: int = 65536  # env transitions per (encoder, seed) run, warmup included
     num_envs: int = 32  # episodes in lock-step: one batched G and encoder call per step
-    horizon: int = 16  # H: steps per episode (world.py's value)
-    mix: float = 0.5  # w: action weight against the noise (pretraining's value; docstring: enough control)
-    ema: float = 0.8  # rho: EMA persistence (pretraining's value)
+    horizon: int = WorldConfig.horizon  # H: steps per episode (the world's value)
+    mix: float = WorldConfig.mix  # w: action weight against the noise (pretraining's value; docstring: enough control)
+    ema: float = WorldConfig.ema  # rho: EMA persistence (pretraining's value)
     warmup: int = 1024  # env steps of uniform-random actions before SAC acts and learns
     updates_per_step: float = 0.0625  # SAC updates per env transition (4,096 updates by default)
     batch_size: int = 128  # transitions per SAC update
@@ -107,38 +107,42 @@ def goal_distance(z: torch.Tensor, z_goal: torch.Tensor, weights: torch.Tensor) 
     return ((z - z_goal) @ weights).norm(dim=1)
 
 
-class GoalReaching(LatentWorld):
-    """N episodes of the task in lock-step, on world.py's LatentWorld (its prompts, prior, noise and transition) plus a
-    goal z_goal ~ N(0, I) per episode. reset() starts new episodes in all envs; step(action (N, d) in [-1, 1]) ->
-    reward (N,); frames() / goal_frames() decode (N, 3, 32, 32) on demand (the oracle never decodes)."""
+class GoalReaching:
+    """N episodes of the task in lock-step: world.py's prompts, prior, noise and transition (latent_step with the
+    world's WorldConfig) plus a goal z_goal ~ N(0, I) per episode. Not a LatentWorld: a step returns the reward and
+    decodes no frame (the oracle never needs one); frames() / goal_frames() decode (N, 3, 32, 32) on demand.
+    reset() starts new episodes in all envs; step(action (N, d) in [-1, 1]) -> reward (N,)."""
 
-    def __init__(self, G, num_envs: int, horizon: int, mix: float, ema: float, weights: torch.Tensor, seed: int):
-        super().__init__(G, num_envs, horizon, mix, ema, seed=seed)  # action_scale sqrt(3): unit-variance actions
-        self.weights = weights
+    def __init__(self, G, num_envs: int, wc: WorldConfig, weights: torch.Tensor, seed: int):
+        self.G, self.num_envs, self.wc, self.weights = G, num_envs, wc, weights
+        self.device = next(G.parameters()).device
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)  # prompts, starts, goals and noise
         self.reset()
 
-    def _new_episodes(self) -> None:
-        super()._new_episodes()  # new y, z_0
-        self.z_goal = self._noise(self.num_envs)  # (N, d)
+    def _noise(self) -> torch.Tensor:
+        return torch.randn(self.num_envs, self.G.latent_dim, generator=self.rng, device=self.device)  # (N, d)
 
     def reset(self) -> None:
-        self._new_episodes()
+        self.y = torch.randint(self.G.num_classes, (self.num_envs,), generator=self.rng, device=self.device)  # (N,)
+        self.z, self.z_goal = self._noise(), self._noise()  # (N, d) each: start and goal from the prior
         self._steps = 0
 
     @property
     def done(self) -> bool:
-        return self._steps >= self.horizon
+        return self._steps >= self.wc.horizon
 
     def step(self, action: torch.Tensor) -> torch.Tensor:
-        self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(self.num_envs), self.mix,
-                             self.ema, self.action_scale)  # (N, d): world.py's transition
+        if not action.abs().max() <= 1 + 1e-6:  # NaN fails too
+            raise ValueError("GoalReaching: actions must lie in [-1, 1]")
+        self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(), self.wc)  # (N, d)
         self._steps += 1
         return -goal_distance(self.z, self.z_goal, self.weights)  # (N,) the reward
 
     def greedy_action(self) -> torch.Tensor:
         """Reference controller that knows z and the dynamics: the mean of z_t+1 on the goal, clipped -> (N, d)."""
-        gain = math.sqrt(1 - self.ema ** 2) * self.mix * self.action_scale
-        return ((self.z_goal - self.ema * self.z) / gain).clamp(-1, 1)
+        wc = self.wc
+        gain = math.sqrt(1 - wc.ema ** 2) * wc.mix * wc.action_scale
+        return ((self.z_goal - wc.ema * self.z) / gain).clamp(-1, 1)
 
     @torch.no_grad()
     def frames(self) -> torch.Tensor:
@@ -201,7 +205,7 @@ class FeatureBuffer:
 
 def evaluate_policy(cfg: Config, G, weights, act, observer: Observer | None = None) -> dict:
     """Mean return and final distance of act(env, s) -> (E, d) on the fixed evaluation episodes."""
-    env = GoalReaching(G, cfg.eval_episodes, cfg.horizon, cfg.mix, cfg.ema, weights, EVAL_SEED)
+    env = GoalReaching(G, cfg.eval_episodes, WorldConfig.of(cfg), weights, EVAL_SEED)
     goal, ret = observer.goal(env) if observer else None, 0.0
     while not env.done:
         r = env.step(act(env, observer(env, goal) if observer else None))  # (E,)
@@ -227,7 +231,7 @@ def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
     sac = SAC(observer.dim, G.latent_dim, SACConfig(hidden=cfg.hidden, gamma=cfg.gamma, init_alpha=cfg.init_alpha,
                                                     lr_actor=cfg.lr_actor, lr_critic=cfg.lr_critic), device)
     buffer = FeatureBuffer(cfg.env_steps + cfg.num_envs, observer.dim, G.latent_dim, device)
-    env = GoalReaching(G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, weights, seed)
+    env = GoalReaching(G, cfg.num_envs, WorldConfig.of(cfg), weights, seed)
     sample_rng = torch.Generator(device=device).manual_seed(seed)
     goal = observer.goal(env)
     state = observer(env, goal)  # (N, S)
@@ -329,8 +333,8 @@ def plot(rows: dict, refs: dict, path: Path, title: str) -> None:
 
 
 def check(cfg: Config) -> None:
-    require({"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1, "horizon >= 1": cfg.horizon >= 1,
-             "0 <= mix <= 1": 0 <= cfg.mix <= 1, "0 <= ema < 1": 0 <= cfg.ema < 1, "warmup >= 0": cfg.warmup >= 0,
+    WorldConfig.of(cfg)  # horizon, mix, ema: the world's own rules
+    require({"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1, "warmup >= 0": cfg.warmup >= 0,
              "updates_per_step >= 0": cfg.updates_per_step >= 0, "batch_size >= 1": cfg.batch_size >= 1,
              "eval_every >= 1": cfg.eval_every >= 1, "eval_episodes >= 1": cfg.eval_episodes >= 1,
              "stats_frames >= 2": cfg.stats_frames >= 2, "hidden >= 1": cfg.hidden >= 1,

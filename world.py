@@ -9,8 +9,8 @@ N environments step together, in one batched generator call per step. Episode e 
         z_t+1 = rho * z_t + sqrt(1 - rho^2) * m_t           exponential moving average ("vp", the default)
         o_t+1 = G(z_t+1, y)                                 decode with the pretrained generator
     after H steps the env resets itself: new y, new z_0.
-Coefficients — the paper names the mixing and the moving average but gives no values; ours are named in
-WorldConfig and were chosen by measurement (docs/world.md):
+Coefficients — the paper names the mixing and the moving average but gives no values; ours live in WorldConfig
+(below) and were chosen by measurement (docs/world.md):
     w   `mix`           weight of the action against the noise (0 = pure noise, 1 = pure action)
     rho `ema`           persistence: 0 = i.i.d. latents every step, -> 1 = frozen latent
     s   `action_scale`  sqrt(3): a uniform action on [-1, 1] has variance 1/3, so s * a has variance 1
@@ -23,26 +23,52 @@ The textbook EMA ("plain": z_t+1 = rho z_t + (1 - rho) m_t) shrinks the stationa
 
     python world.py            # random-policy rollout with the shipped generator -> filmstrip PNG + GIF
 """
-import math, sys, time
+import dataclasses, math, sys, time
 from dataclasses import dataclass
 from typing import Literal
 from pathlib import Path
 
 import torch
 
-from common import parse_config, pick_device
+from common import ConfigError, parse_config, pick_device
 from generator import load_generator
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorldConfig:
+    """The world's coefficients, in one place; every script that builds a world takes its defaults from here."""
+    horizon: int = 16  # H: steps per episode, then auto-reset (paper leaves it open)
+    mix: float = 0.5  # w: weight of the action against fresh noise in [0, 1] (paper leaves it open)
+    ema: float = 0.8  # rho: EMA persistence in [0, 1) (paper leaves it open)
+    action_scale: float = math.sqrt(3)  # s: sqrt(3) makes uniform actions on [-1, 1] unit-variance (paper: open)
+    ema_kind: Literal["vp", "plain"] = "vp"  # "vp" (variance-preserving) or "plain" (shrinks z: washed-out images)
+
+    def __post_init__(self):
+        rules = {"horizon >= 1": self.horizon >= 1, "0 <= mix <= 1": 0 <= self.mix <= 1, "0 <= ema < 1":
+                 0 <= self.ema < 1, "0 < action_scale < inf": 0 < self.action_scale < math.inf,
+                 "ema_kind in ('vp', 'plain')": self.ema_kind in ("vp", "plain")}
+        for rule, ok in rules.items():
+            if not ok:
+                raise ConfigError(f"the world needs {rule} (got {self})")
+
+    @classmethod
+    def of(cls, cfg) -> "WorldConfig":
+        """The world's coefficients out of a script's config that has fields of the same names."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)})
+
+
+MAX_ENVS = 4096  # world.py's demo: 4,096 envs hold 4096 x 12 KB float frames per step (50 MB); more is a typo
+
+
+@dataclass
+class Config:
     generator: str = "checkpoints/embedded_gan.pt"  # generator checkpoint (generator.py), or biggan-deep-128 (-256,
     #                                                  -512) at 32x32 with all 1000 classes (docs/scale.md)
     num_envs: int = 8  # environments stepped together (rows of the filmstrip)
-    horizon: int = 16  # steps per episode, then auto-reset (paper leaves it open)
-    mix: float = 0.5  # w: weight of the action against fresh noise in [0, 1] (paper leaves it open)
-    ema: float = 0.8  # rho: EMA persistence in [0, 1) (paper leaves it open)
-    action_scale: float = math.sqrt(3)  # s: makes uniform actions unit-variance
+    horizon: int = WorldConfig.horizon  # H: steps per episode, then auto-reset (paper leaves it open)
+    mix: float = WorldConfig.mix  # w: weight of the action against fresh noise in [0, 1] (paper leaves it open)
+    ema: float = WorldConfig.ema  # rho: EMA persistence in [0, 1) (paper leaves it open)
+    action_scale: float = WorldConfig.action_scale  # s: makes uniform actions unit-variance
     ema_kind: Literal["vp", "plain"] = "vp"  # "vp" (variance-preserving) or "plain" (shrinks z: washed-out images)
     steps: int = 32  # demo: steps of the random-policy rollout
     seed: int = 0  # seeds the world's own random stream (labels, resets, noise)
@@ -50,11 +76,12 @@ class WorldConfig:
     out: str = "runs/world"  # demo: folder for filmstrip.png and rollout.gif
 
 
-def latent_step(z, action, eps, mix: float, ema: float, action_scale: float, ema_kind: str = "vp"):
+def latent_step(z, action, eps, wc: WorldConfig):
     """One latent transition (module docstring): z (N, d), action (N, d), eps (N, d) -> z_next (N, d)."""
-    m = torch.add(math.sqrt(1 - mix ** 2) * eps, action, alpha=mix * action_scale)  # (N, d): w s a + sqrt(1-w^2) eps
-    gain = math.sqrt(1 - ema ** 2) if ema_kind == "vp" else 1 - ema
-    return torch.add(ema * z, m, alpha=gain)  # (N, d): rho z + gain m (fused: the world steps at batch 1 too)
+    w, s, rho = wc.mix, wc.action_scale, wc.ema
+    m = torch.add(math.sqrt(1 - w ** 2) * eps, action, alpha=w * s)  # (N, d): w s a + sqrt(1-w^2) eps (Fig. 1B: mix)
+    gain = math.sqrt(1 - rho ** 2) if wc.ema_kind == "vp" else 1 - rho
+    return torch.add(rho * z, m, alpha=gain)  # (N, d): rho z + gain m (Fig. 1B: the EMA; fused for batch-1 steps)
 
 
 class LatentWorld:
@@ -68,24 +95,25 @@ class LatentWorld:
         done (N,)                True on the step that ends an episode (t == H); the envs run in lock-step
     """
 
-    def __init__(self, G, num_envs: int = 8, horizon: int = 16, mix: float = 0.5, ema: float = 0.8,
-                 action_scale: float = math.sqrt(3), ema_kind: str = "vp", seed: int = 0):
-        checks = {"num_envs >= 1": num_envs >= 1, "horizon >= 1": horizon >= 1, "0 <= mix <= 1": 0 <= mix <= 1,
-                  "0 <= ema < 1": 0 <= ema < 1, "action_scale > 0": action_scale > 0,
-                  "ema_kind in ('vp', 'plain')": ema_kind in ("vp", "plain")}
-        for rule, ok in checks.items():
-            if not ok:
-                raise ValueError(f"LatentWorld needs {rule} (got num_envs={num_envs}, horizon={horizon}, mix={mix}, "
-                                 f"ema={ema}, action_scale={action_scale}, ema_kind={ema_kind!r})")
-        self.G, self.num_envs, self.horizon = G, num_envs, horizon
-        self.mix, self.ema, self.action_scale, self.ema_kind = mix, ema, action_scale, ema_kind
+    def __init__(self, G, num_envs: int = 8, cfg: WorldConfig = WorldConfig(), seed: int = 0):
+        if num_envs < 1:
+            raise ConfigError(f"the world needs num_envs >= 1, got {num_envs}")
+        self.G, self.num_envs, self.cfg, self.horizon = G, num_envs, cfg, cfg.horizon
         self.latent_dim, self.num_classes = G.latent_dim, G.num_classes
         self.device = next(G.parameters()).device
         self.rng = torch.Generator(device=self.device).manual_seed(seed)  # the world's only random stream
-        self.z = torch.zeros(num_envs, self.latent_dim, device=self.device)  # (N, d)
+        self.z = torch.zeros(num_envs, self.latent_dim, device=self.device)  # (N, d); reset() draws z_0
         self.y = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # (N,)
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # (N,)
+        self._steps = 0
         self._clock = {}  # k -> (t, done): the lock-step clock's (N,) tensors for k = 1..H, made once (read-only)
+
+    def peek_noise(self) -> torch.Tensor:
+        """The noise eps (N, d) that the next step() will draw, without drawing it (the stream is left as it was)."""
+        state = self.rng.get_state()
+        eps = self._noise(self.num_envs)
+        self.rng.set_state(state)
+        return eps
 
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=self.rng, device=self.device)  # (n, d)
@@ -124,8 +152,7 @@ class LatentWorld:
             raise ValueError(f"action must lie in [-1, 1], got {bad}")
         if action.dtype != torch.float32 or action.device != self.device:
             action = action.to(self.device, torch.float32)
-        self.z = latent_step(self.z, action, self._noise(self.num_envs), self.mix, self.ema, self.action_scale,
-                             self.ema_kind)  # (N, d), a new tensor
+        self.z = latent_step(self.z, action, self._noise(self.num_envs), self.cfg)  # (N, d), a new tensor
         self._steps += 1
         k = (self._steps - 1) % self.horizon + 1  # every env's time index 1..H
         if k not in self._clock:
@@ -201,10 +228,11 @@ def save_gif(frames: torch.Tensor, path, scale: int = 3) -> None:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(WorldConfig, argv)
+    cfg = parse_config(Config, argv)
     try:
         G = load_generator(cfg.generator, pick_device(cfg.device))
-        world = LatentWorld(G, cfg.num_envs, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale, cfg.ema_kind, cfg.seed)
+        wc = WorldConfig.of(cfg)
+        world = LatentWorld(G, cfg.num_envs, wc, cfg.seed)
     except (FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))
     print(f"seed {cfg.seed} | generator {cfg.generator} | mix {cfg.mix} ema {cfg.ema} ({cfg.ema_kind}) H {cfg.horizon}")
@@ -214,7 +242,7 @@ def main(argv=None) -> None:
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     save_filmstrip(frames, Path(cfg.out) / "filmstrip.png")
     save_gif(frames, Path(cfg.out) / "rollout.gif")
-    big = rollout(LatentWorld(G, 64, cfg.horizon, cfg.mix, cfg.ema, cfg.action_scale, cfg.ema_kind, cfg.seed + 1),
+    big = rollout(LatentWorld(G, 64, wc, cfg.seed + 1),
                   8 * cfg.horizon, cfg.seed + 1)  # 64 envs x 8 episodes for the statistics
     consecutive, same_class = persistence(big[0], big[1], big[3])
     print(f"{rate:.0f} env steps/s | Var(z) = {big[2].var().item():.3f} | cosine(o_t, o_t+1) = {consecutive:.3f}"

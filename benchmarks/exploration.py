@@ -35,9 +35,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import knn_spread  # noqa: E402
-from common import make_encoder, mean_std, parse_config, seed_everything  # noqa: E402
-from generator import to_float  # noqa: E402
-from world import LatentWorld, latent_step  # noqa: E402
+from common import mean_std, parse_config, seed_everything  # noqa: E402
+from data import to_float  # noqa: E402
+from encoder import make_encoder  # noqa: E402
+from world import LatentWorld, WorldConfig, latent_step  # noqa: E402
 import pretrain  # noqa: E402
 
 EXPLORERS = ("random", "agent", "corners", "greedy", "greedy-prior", "greedy-blind", "agent-prior")
@@ -81,12 +82,10 @@ def greedy_actions(world: LatentWorld, encoder, reference: torch.Tensor, start: 
     the same); else the explorer optimises against an independent draw of it, as a policy would have to.
     start (N, d) in [-1, 1]: the first guess; max_sq_norm: also keep ||z_t+1||^2 <= it per env (on the prior's
     scale). -> actions (N, d) in [-1, 1], the objective before each step and after the last (steps + 1 floats)."""
-    state = world.rng.get_state()
-    eps = world._noise(world.num_envs)  # (N, d): exactly the noise world.step will draw next
-    world.rng.set_state(state)
+    eps = world.peek_noise()  # (N, d): exactly the noise world.step will draw next
     if not knows_noise:
         eps = torch.randn_like(eps)  # (N, d) an independent draw (the global stream, not the world's)
-    step = lambda a: latent_step(world.z, a, eps, world.mix, world.ema, world.action_scale, world.ema_kind)  # noqa
+    step = lambda a: latent_step(world.z, a, eps, world.cfg)  # noqa: E731
     gain = step(torch.ones_like(eps))[0, 0] - step(torch.zeros_like(eps))[0, 0]  # () dz_t+1 / da (a scalar)
 
     def project(a):  # onto the cube, and (alternating projections) onto the ball ||z_t+1||^2 <= max_sq_norm
@@ -121,7 +120,7 @@ def rollout(run: "pretrain.Run", explorer: str, cfg: Config, seed: int) -> dict:
     """-> dict(frames (T*N, 3, 32, 32), latents (T*N, d), objective (the greedy explorers' mean gain over inner
     steps, else nan)) of every successor frame `explorer` visited."""
     pc, G, dev = run.cfg, run.G, run.device
-    world = LatentWorld(G, pc.num_envs, pc.horizon, pc.mix, pc.ema, pc.action_scale, seed=seed + 1000)
+    world = LatentWorld(G, pc.num_envs, WorldConfig.of(pc), seed=seed + 1000)
     g = torch.Generator(device=dev).manual_seed(seed)
     encoder = run.model.encoder.eval()
     obs, frames, latents, gains = world.reset(), [], [], []
@@ -130,7 +129,7 @@ def rollout(run: "pretrain.Run", explorer: str, cfg: Config, seed: int) -> dict:
         u = torch.rand(pc.num_envs, G.latent_dim, generator=g, device=dev) * 2 - 1  # (N, d) uniform on [-1, 1]
         if explorer.startswith("agent"):
             with torch.no_grad():
-                a = run.sac.act(run.features(obs))  # (N, d)
+                a = run.sac.act(pretrain.features(run, obs))  # (N, d)
             if explorer == "agent-prior":  # the agent's actions, pulled back into ||z_t+1||^2 <= d (no ascent step)
                 a, _ = greedy_actions(world, encoder, seen, a, 0, cfg.greedy_lr, cfg.k, float(G.latent_dim))
         elif explorer == "corners":
@@ -204,11 +203,11 @@ def run_seed(cfg: Config, seed: int, explorers: list[str], threads: int = 0) -> 
     seed_everything(seed)
     run = pretrain.Run(pc)
     run.dir.mkdir(parents=True, exist_ok=True)
-    curve, update = [], run.update
+    curve = []
     short = dataclasses.replace(cfg, episodes=1)
 
     def update_and_measure() -> dict:  # the learning curve: agent vs random rollouts of one episode, in fresh worlds
-        log = update()
+        log = pretrain.palmup_update(run)
         if (run.step + 1) % cfg.curve_every == 0:
             with torch.no_grad(), torch.random.fork_rng(devices=[]):  # training's random stream stays untouched
                 r = measure(run, {e: rollout(run, e, short, seed) for e in ("random", "agent")}, cfg.k)
@@ -216,8 +215,7 @@ def run_seed(cfg: Config, seed: int, explorers: list[str], threads: int = 0) -> 
             run.model.train()
         return log
 
-    run.update = update_and_measure
-    run.train()  # writes runs/exploration_s<seed>/ (filmstrips, metrics.csv, curves.png)
+    pretrain.train(run, update_and_measure)  # writes runs/exploration_s<seed>/ (filmstrips, metrics.csv, curves.png)
     print(f"seed {seed}: trained Palm-up for {cfg.updates} updates in {time.time() - t:.0f} s", flush=True)
     run.model.encoder.requires_grad_(False)  # the greedy explorers differentiate through it, never train it
     result = measure(run, {e: rollout(run, e, cfg, seed) for e in explorers}, cfg.k)
@@ -239,17 +237,17 @@ def cost(cfg: Config, reps: int = 3) -> None:
     seed_everything(0)
     run = pretrain.Run(pc)
     for _ in range(pc.warmup):
-        run.explore(run.act(run.obs))
+        pretrain.explore(run, pretrain.act(run, run.obs))
     encoder, d = run.model.encoder, float(run.G.latent_dim)
 
     def greedy():
-        reference = run.features(to_float(run.buffer.next_obs[:cfg.greedy_reference]))  # (m, D)
+        reference = pretrain.features(run, to_float(run.buffer.next_obs[:cfg.greedy_reference]))  # (m, D)
         encoder.eval()
-        greedy_actions(run.world, encoder, reference, run.act(run.obs), cfg.greedy_steps, cfg.greedy_lr, cfg.k, d)
+        greedy_actions(run.world, encoder, reference, pretrain.act(run, run.obs), cfg.greedy_steps, cfg.greedy_lr, cfg.k, d)
         encoder.train()
 
     times = {}
-    for name, fn in (("random-policy world, one update", run.update),
+    for name, fn in (("random-policy world, one update", lambda: pretrain.baseline_update(run)),
                      (f"greedy-prior action choice, {cfg.greedy_steps} steps", greedy)):
         fn()  # warm-up
         runs = []

@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import SAC, SACConfig, apt_reward  # noqa: E402
 from common import parse_config, pick_device  # noqa: E402
-from generator import load_generator, load_split, to_float  # noqa: E402
+from data import load_split, to_float  # noqa: E402
+from generator import load_generator  # noqa: E402
 from world import LatentWorld  # noqa: E402
 import common  # noqa: E402
 import pretrain  # noqa: E402
@@ -127,18 +128,19 @@ def main(argv=None) -> None:
     pc = pretrain.Config(name="speed", generator=cfg.generator, device=str(dev), probe=False)
     run = pretrain.Run(pc)
     for _ in range(pc.warmup):
-        run.explore(torch.rand(pc.num_envs, G.latent_dim, device=dev) * 2 - 1)
+        pretrain.explore(run, torch.rand(pc.num_envs, G.latent_dim, device=dev) * 2 - 1)
     x = to_float(run.buffer.sample(2 * pc.batch_size)["obs"])  # (2B, 3, 32, 32): the images of one update
     enc = run.model.encoder
 
     def bare_step():
         enc(x).square().mean().backward()  # forward + backward only: no head, no loss, no optimiser
-    bare, whole, whole_ratio = paired(bare_step, run.update, 3 * cfg.min_time, dev, block=4)
+    update = lambda: pretrain.palmup_update(run)  # noqa: E731
+    bare, whole, whole_ratio = paired(bare_step, update, 3 * cfg.min_time, dev, block=4)
     bare, whole = x.shape[0] * bare, x.shape[0] * whole  # img/s
     run.stage_s.clear()
     n_up = max(3, cfg.breakdown_updates)
     for _ in range(n_up):
-        run.update()
+        update()
     enc_only = n_up * x.shape[0] / run.stage_s["encoder update"]  # over n_up updates (their mean, not the best)
     row(f"bare encoder fwd + bwd ({pc.encoder}-{pc.width}, {x.shape[0]} images)", bare, "img/s")
     row("encoder update (InfoNCE, head, Adam)", enc_only, "img/s", enc_only / bare, 0.8)

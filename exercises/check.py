@@ -243,12 +243,12 @@ def _transition_mistakes(z, a, eps, mix, ema, s) -> dict:
 
 def check_3(module, G=None, steps: int = 10) -> None:
     from generator import load_generator
-    from world import LatentWorld
+    from world import LatentWorld, WorldConfig
     G = G if G is not None else load_generator(SHIPPED_G)
     d, N = G.latent_dim, 6
     settings = [dict(mix=0.5, ema=0.8, action_scale=math.sqrt(3)), dict(mix=0.3, ema=0.95, action_scale=1.5)]
     for coef in settings:
-        world = LatentWorld(G, num_envs=N, horizon=4, seed=0, **coef)  # horizon 4: resets inside the replay
+        world = LatentWorld(G, N, WorldConfig(horizon=4, **coef), seed=0)  # horizon 4: resets inside the replay
         world.reset()
         drawn, draw = [], world._noise
         world._noise = lambda n: drawn.append(draw(n)) or drawn[-1]  # record the world's eps
@@ -357,10 +357,10 @@ def check_4(module, one_step_updates: int = 600) -> None:
 # Exercise 5: positives at t+k
 # ----------------------------------------------------------------------------------------------------
 def check_5(module, G=None, runs=Path("runs")) -> None:
-    from world import LatentWorld
+    from world import LatentWorld, WorldConfig
     G = G if G is not None else small_generator()
     H, N = 9, 8
-    traj = module.collect(LatentWorld(G, num_envs=N, horizon=H, seed=0), 3 * H + 4)  # 3.4 episodes per env
+    traj = module.collect(LatentWorld(G, N, WorldConfig(horizon=H), seed=0), 3 * H + 4)  # 3.4 episodes per env
     t, y, ep = traj["t"], traj["y"], traj["episode"]  # (T, N) each
     T = len(t)
     step_ok = ((t[1:] == t[:-1] + 1) & (ep[1:] == ep[:-1])) | ((t[1:] == 0) & (ep[1:] == ep[:-1] + 1))

@@ -86,11 +86,12 @@ def main() -> None:
     torch.set_num_threads(1)
     os.chdir(ROOT)
     from evaluate import linear_probe, random_encoder
-    from generator import load_generator, load_split
-    from world import LatentWorld
+    from data import load_split
+    from generator import load_generator
+    from world import LatentWorld, WorldConfig
     start = time.time()
     G = load_generator(ROOT / "checkpoints" / "embedded_gan.pt")
-    traj = collect(LatentWorld(G, NUM_ENVS, HORIZON, seed=0), EPISODES * HORIZON)
+    traj = collect(LatentWorld(G, NUM_ENVS, WorldConfig(horizon=HORIZON), seed=0), EPISODES * HORIZON)
     print(f"collected {traj['frames'].shape[0]} x {NUM_ENVS} frames ({time.time() - start:.0f} s)")
     x, y, _ = load_split("embedded", "train")
     xte, yte, _ = load_split("embedded", "test")

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import common
-from common import ConfigError, RunLock, atomic_path, make_encoder, make_parser, mean_std, run_dir
+from common import ConfigError, RunLock, atomic_path, make_parser, mean_std, run_dir
+from encoder import make_encoder
 
-SCRIPTS = {"generator": "Config", "world": "WorldConfig", "pretrain": "Config", "evaluate": "Config",
+SCRIPTS = {"generator": "Config", "world": "Config", "pretrain": "Config", "evaluate": "Config",
            "transfer": "Config", "benchmarks.speed": "Config", "benchmarks.exploration": "Config",
            "benchmarks.cifar": "Config", "benchmarks.apt_cost": "Config",
            "benchmarks.scaling": "Config"}

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402
-from common import make_encoder, parse_config  # noqa: E402
+from common import parse_config  # noqa: E402
+from encoder import make_encoder  # noqa: E402
 
 
 def blobs(n, num_classes=4, dim=16, sep=6.0, seed=0):

@@ -125,7 +125,7 @@ def test_ex2_explains_the_self_exclusion_mistakes(wrong, words, capsys):
 # ---- exercise 3: the world's transition ----------------------------------------------------------------------------
 def reference_transition(kind="vp"):
     def transition(G, z, y, action, eps, mix, ema, action_scale):
-        z_next = world.latent_step(z, action, eps, mix, ema, action_scale, kind)
+        z_next = world.latent_step(z, action, eps, world.WorldConfig(mix=mix, ema=ema, action_scale=action_scale, ema_kind=kind))
         return z_next, G(z_next, y)
     return SimpleNamespace(transition=transition)
 

@@ -8,15 +8,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import exploration  # noqa: E402
-from generator import make_encoder  # noqa: E402
-from world import LatentWorld, latent_step  # noqa: E402
+from encoder import make_encoder  # noqa: E402
+from world import LatentWorld, WorldConfig, latent_step  # noqa: E402
 
 N, K = 16, 4  # envs, neighbours
 
 
 def setup(tiny_G):
     torch.manual_seed(0)
-    world = LatentWorld(tiny_G, N, horizon=4, seed=0)
+    world = LatentWorld(tiny_G, N, WorldConfig(horizon=4), seed=0)
     world.reset()
     encoder = make_encoder("cnn", 4).eval().requires_grad_(False)  # (B, 32) features
     with torch.no_grad():
@@ -39,10 +39,8 @@ def test_greedy_objective_rises_over_its_inner_steps(tiny_G):
 def test_greedy_prior_keeps_its_latents_in_the_ball(tiny_G):
     world, encoder, reference, start = setup(tiny_G)
     budget = float(tiny_G.latent_dim)
-    state = world.rng.get_state()
-    eps = world._noise(N)  # (N, d): the noise of the next step
-    world.rng.set_state(state)
-    step = lambda a: latent_step(world.z, a, eps, world.mix, world.ema, world.action_scale)  # noqa: E731
+    eps = world.peek_noise()  # (N, d): the noise of the next step
+    step = lambda a: latent_step(world.z, a, eps, world.cfg)  # noqa: E731
     z0, gain = step(torch.zeros_like(start)), step(torch.ones_like(start)) - step(torch.zeros_like(start))
     closest = step((-z0 / gain).clamp(-1, 1)).pow(2).sum(1)  # (N,) the smallest ||z_t+1||^2 any action reaches
     a, _ = exploration.greedy_actions(world, encoder, reference, start, steps=3, lr=0.5, k=K, max_sq_norm=budget)

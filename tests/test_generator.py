@@ -3,13 +3,14 @@ import math
 import pytest
 import torch
 
+import data
 import generator as gen
 
 
 def test_embedded_is_deterministic_balanced_and_shaped():
-    x1, y1 = gen.make_embedded(200, seed=5)
-    x2, y2 = gen.make_embedded(200, seed=5)
-    x3, _ = gen.make_embedded(200, seed=6)
+    x1, y1 = data.make_embedded(200, seed=5)
+    x2, y2 = data.make_embedded(200, seed=5)
+    x3, _ = data.make_embedded(200, seed=6)
     assert x1.shape == (200, 3, 32, 32) and x1.dtype == torch.uint8 and y1.shape == (200,)
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert not torch.equal(x1, x3)
@@ -18,7 +19,7 @@ def test_embedded_is_deterministic_balanced_and_shaped():
 
 def test_embedded_has_nuisance_variation():
     # Same class, different images: position, colour and texture vary (no two images alike).
-    x, y = gen.make_embedded(100, seed=0)
+    x, y = data.make_embedded(100, seed=0)
     same = x[y == 3].float()
     assert (same[1:] - same[:-1]).abs().mean() > 20  # mean |difference| in 0..255 pixel units
     assert x.float().std() > 40
@@ -77,10 +78,10 @@ def test_a_few_training_steps_stay_finite_and_move_the_weights():
     G, D = gen.Generator(8, 10, 4), gen.Discriminator(10, 4)
     before = [p.clone() for p in G.parameters()]
     opt_g, opt_d = torch.optim.Adam(G.parameters(), 2e-4), torch.optim.Adam(D.parameters(), 2e-4)
-    x, y = gen.make_embedded(40, seed=0)
+    x, y = data.make_embedded(40, seed=0)
     for _ in range(3):
         fake = G(torch.randn(40, 8), y)
-        loss_d = gen.d_loss(D, gen.to_float(x), fake.detach(), y, 0.2)
+        loss_d = gen.d_loss(D, data.to_float(x), fake.detach(), y, 0.2)
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
@@ -94,7 +95,7 @@ def test_a_few_training_steps_stay_finite_and_move_the_weights():
 
 def test_shipped_generators_load_and_sample():
     for path, classes in [("checkpoints/embedded_gan.pt", 10), ("checkpoints/cifar10_gan.pt", 10)]:
-        G = gen.load_generator(gen.ROOT / path)
+        G = gen.load_generator(data.ROOT / path)
         out = G(torch.randn(4, G.latent_dim), torch.arange(4))
         assert out.shape == (4, 3, 32, 32) and G.num_classes == classes
         assert torch.isfinite(out).all()
@@ -102,17 +103,17 @@ def test_shipped_generators_load_and_sample():
 
 def test_image_folder_loading(tmp_path, monkeypatch):
     from PIL import Image
-    monkeypatch.setattr(gen, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
     for split in ("train", "test"):
         for c, colour in [("cat", (255, 0, 0)), ("dog", (0, 0, 255))]:
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(3):
                 Image.new("RGB", (40, 40), colour).save(tmp_path / split / c / f"{i}.png")
-    x, y, classes = gen.load_split(str(tmp_path), "train")
+    x, y, classes = data.load_split(str(tmp_path), "train")
     assert x.shape == (6, 3, 32, 32) and classes == ["cat", "dog"] and y.tolist() == [0, 0, 0, 1, 1, 1]
     assert x[0, 0].float().mean() > 250 and x[-1, 2].float().mean() > 250  # red cat, blue dog
     with pytest.raises(FileNotFoundError):
-        gen.load_split(str(tmp_path / "nowhere"), "train")
+        data.load_split(str(tmp_path / "nowhere"), "train")
 
 
 def test_conditional_batchnorm_matches_its_formula():

@@ -54,7 +54,7 @@ def test_pairs_never_cross_an_episode_reset(monkeypatch, tmp_path):
     cfg = pretrain.Config(method="random", name="t", horizon=2, num_envs=32, batch_size=512, probe=False)
     run = pretrain.Run(cfg)
     for _ in range(10):  # 10 steps of 32 envs with horizon 2: 160 resets
-        run.explore(torch.rand(32, 4) * 2 - 1)
+        pretrain.explore(run, torch.rand(32, 4) * 2 - 1)
     batch = run.buffer.sample(512)
     assert torch.equal(batch["obs"][:, 0, 0, 0], batch["next_obs"][:, 0, 0, 0])  # painted label: same episode
     assert batch["obs"][:, 0, 0, 0].unique().numel() > 3  # and the check is not vacuous
@@ -89,17 +89,17 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["--method", "genrep", "--updates", "12", "--batch-size", "16", "--checkpoint-every", "5",
             "--generator", SHIPPED, "--no-probe", "--name", "r"]
-    real_update = pretrain.Run.update
+    real_update = pretrain.baseline_update
 
-    def crash_at_8(self):
-        if self.step == 8:
+    def crash_at_8(run):
+        if run.step == 8:
             raise KeyboardInterrupt
-        return real_update(self)
-    monkeypatch.setattr(pretrain.Run, "update", crash_at_8)
+        return real_update(run)
+    monkeypatch.setattr(pretrain, "baseline_update", crash_at_8)
     with pytest.raises(SystemExit):
         pretrain.main(args)
     assert torch.load(tmp_path / "runs/r/ckpt.pt", weights_only=True)["step"] == 5
-    monkeypatch.setattr(pretrain.Run, "update", real_update)
+    monkeypatch.setattr(pretrain, "baseline_update", real_update)
     result = pretrain.main(args)
     assert result["updates"] == 12 and not (tmp_path / "runs/r/ckpt.pt").exists()
 
@@ -137,5 +137,5 @@ def test_augment_flag_augments_the_pairs_of_world_and_generator_methods(monkeypa
     for augment in (False, True):
         run = pretrain.Run(pretrain.Config(method="genrep", name="a", batch_size=8, generator=SHIPPED, probe=False,
                                            augment=augment))
-        run.update()
+        pretrain.baseline_update(run)
     assert calls == [8, 8]  # both views, only with --augment

@@ -6,10 +6,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+import biggan
+import common
 import generator as gen
 import pretrain
 from common import ROOT
-from world import LatentWorld, rollout
+from world import LatentWorld, WorldConfig, rollout
 
 SHIPPED = str(ROOT / "checkpoints" / "embedded_gan.pt")
 
@@ -35,7 +37,7 @@ def tiny_biggan(output_dim=32):
 
 
 def test_adapter_shapes_range_and_class_subset():
-    G = gen.BigGANAdapter(tiny_biggan(), classes=[5, 7, 900], truncation=0.5).requires_grad_(False)
+    G = biggan.BigGANAdapter(tiny_biggan(), classes=[5, 7, 900], truncation=0.5).requires_grad_(False)
     assert (G.latent_dim, G.num_classes, G.image_size) == (128, 3, 32)
     z, y = torch.randn(6, 128), torch.tensor([0, 1, 2, 2, 1, 0])
     x = G(z, y)
@@ -47,10 +49,10 @@ def test_adapter_shapes_range_and_class_subset():
 
 
 def test_prior_is_biggans_truncated_normal():
-    biggan = pytest.importorskip("pytorch_pretrained_biggan", reason="optional: pip install -r requirements-biggan.txt")
-    G = gen.BigGANAdapter(tiny_biggan(), truncation=0.4)
+    ppb = pytest.importorskip("pytorch_pretrained_biggan", reason="optional: pip install -r requirements-biggan.txt")
+    G = biggan.BigGANAdapter(tiny_biggan(), truncation=0.4)
     ours = G.prior(torch.randn(40000, 1, generator=torch.Generator().manual_seed(0))).flatten()
-    theirs = torch.from_numpy(biggan.truncated_noise_sample(40000, 1, truncation=0.4, seed=0)).flatten()
+    theirs = torch.from_numpy(ppb.truncated_noise_sample(40000, 1, truncation=0.4, seed=0)).flatten()
     assert ours.abs().max() <= 0.8 + 1e-6  # t * 2
     q = torch.tensor([0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99])
     torch.testing.assert_close(ours.quantile(q), theirs.quantile(q), atol=0.02, rtol=0)
@@ -59,9 +61,9 @@ def test_prior_is_biggans_truncated_normal():
 
 
 def test_resize_to_the_encoders_frame_size():
-    G = gen.BigGANAdapter(tiny_biggan(), image_size=16).requires_grad_(False)
+    G = biggan.BigGANAdapter(tiny_biggan(), image_size=16).requires_grad_(False)
     z, y = torch.randn(4, 128), torch.arange(4)
-    small, full = G(z, y), gen.BigGANAdapter(G.biggan).requires_grad_(False)(z, y)
+    small, full = G(z, y), biggan.BigGANAdapter(G.biggan).requires_grad_(False)(z, y)
     assert small.shape == (4, 3, 16, 16) and small.min() >= -1 and small.max() <= 1
     # antialiased: each output pixel averages its 2x2 block and neighbours, so the image mean is kept
     torch.testing.assert_close(small.mean((2, 3)), full.mean((2, 3)), atol=0.02, rtol=0)
@@ -69,8 +71,8 @@ def test_resize_to_the_encoders_frame_size():
 
 
 def test_the_world_keeps_its_stationary_law_on_biggan():
-    G = gen.BigGANAdapter(tiny_biggan(), classes=gen.BIGGAN_PRESETS["imagenette"]).requires_grad_(False)
-    world = LatentWorld(G, num_envs=32, horizon=8, seed=0)
+    G = biggan.BigGANAdapter(tiny_biggan(), classes=biggan.BIGGAN_PRESETS["imagenette"]).requires_grad_(False)
+    world = LatentWorld(G, 32, WorldConfig(horizon=8), seed=0)
     frames, labels, latents, _ = rollout(world, 16, seed=0)
     assert frames.shape == (17, 32, 3, 32, 32) and labels.max() < 10
     assert abs(latents[1:].var().item() - 1) < 0.1  # VP-EMA: z stays N(0, I) under random actions
@@ -78,17 +80,17 @@ def test_the_world_keeps_its_stationary_law_on_biggan():
 
 
 @pytest.mark.parametrize("spec, expected", [("", list(range(1000))), ("3,1,999", [3, 1, 999]),
-                                            ("imagewoof", gen.BIGGAN_PRESETS["imagewoof"])])
+                                            ("imagewoof", biggan.BIGGAN_PRESETS["imagewoof"])])
 def test_class_specs(spec, expected):
-    assert gen.parse_classes(spec) == expected
+    assert biggan.parse_classes(spec) == expected
 
 
 def test_presets_name_the_classes_they_claim():
     import torchvision
     names = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]  # ImageNet's 1000, in index order
-    assert [names[i] for i in gen.BIGGAN_PRESETS["imagenette"]][:3] == ["tench", "English springer", "cassette player"]
-    assert {names[i] for i in gen.BIGGAN_PRESETS["imagewoof"]} >= {"beagle", "Samoyed", "dingo", "golden retriever"}
-    in100 = gen.BIGGAN_PRESETS["imagenet100"]
+    assert [names[i] for i in biggan.BIGGAN_PRESETS["imagenette"]][:3] == ["tench", "English springer", "cassette player"]
+    assert {names[i] for i in biggan.BIGGAN_PRESETS["imagewoof"]} >= {"beagle", "Samoyed", "dingo", "golden retriever"}
+    in100 = biggan.BIGGAN_PRESETS["imagenet100"]
     assert len(set(in100)) == 100 and max(in100) < 1000
     assert {names[i] for i in in100} >= {"bonnet", "lampshade", "Chihuahua", "carbonara", "stinkhorn"}  # CMC's list
 
@@ -96,7 +98,7 @@ def test_presets_name_the_classes_they_claim():
 @pytest.mark.parametrize("spec", ["1000", "2,2", "dogs", "1,,2"])
 def test_bad_class_specs_are_refused(spec):
     with pytest.raises(ValueError, match="--classes"):
-        gen.parse_classes(spec)
+        biggan.parse_classes(spec)
 
 
 def test_five_updates_on_biggan(tmp_path, monkeypatch):
@@ -156,21 +158,21 @@ import os, sys
 import torch
 sys.path.insert(0, {root!r})
 import pretrain
-train, stop = pretrain.Run.train, int(os.environ.get("STOP_AT", "0"))
+train, stop = pretrain.train, int(os.environ.get("STOP_AT", "0"))
 
-def update(self, _real=pretrain.Run.update):
-    if self.step == stop:
+def update(run, _real=pretrain.palmup_update):
+    if run.step == stop:
         raise KeyboardInterrupt
-    return _real(self)
+    return _real(run)
 
-def record(self):  # after training: what each rank holds
-    train(self)
-    torch.save({{"model": self.model.state_dict(), "sac": self.sac.state_dict(), "frames": self.buffer.obs[:64]}},
-               f"rank{{self.rank}}.pt")
+def record(run):  # after training: what each rank holds
+    train(run)
+    torch.save({{"model": run.model.state_dict(), "sac": run.sac.state_dict(), "frames": run.buffer.obs[:64]}},
+               f"rank{{run.rank}}.pt")
 
-pretrain.Run.train = record
+pretrain.train = record
 if stop:
-    pretrain.Run.update = update
+    pretrain.palmup_update = update
 pretrain.main(sys.argv[1:])
 """
 DDP_ARGS = ["--generator", SHIPPED, "--updates", "10", "--batch-size", "16", "--num-envs", "4", "--warmup", "2",
@@ -205,7 +207,7 @@ def test_two_gloo_processes_hold_the_same_weights_and_play_different_worlds(two_
     saved = torch.load(cwd / "runs" / "ddp" / "encoder.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(saved[k], r0["model"]["encoder." + k]) for k in saved)
     assert not torch.equal(r0["frames"], r1["frames"])  # each rank its own world seed
-    assert any(not torch.equal(v, pretrain.Model(pretrain.Config(), 1).state_dict()[k])
+    assert any(not torch.equal(v, pretrain.Model("cnn", 32, 128, 1).state_dict()[k])
                for k, v in r0["model"].items() if v.is_floating_point())  # it trained
 
 
@@ -213,7 +215,7 @@ def test_only_rank_0_writes_one_run_folder_and_prints(two_ranks):
     cwd, proc = two_ranks
     assert [p.name for p in (cwd / "runs").iterdir()] == ["ddp"]
     files = sorted(p.name for p in (cwd / "runs" / "ddp").iterdir())
-    assert files == ["curves.png", "encoder.pt", "filmstrip_end.png", "filmstrip_start.png", "metrics.csv",
+    assert files == ["agent.pt", "curves.png", "encoder.pt", "filmstrip_end.png", "filmstrip_start.png", "metrics.csv",
                      "result.json"], files  # no ckpt.pt, no lock, nothing from rank 1
     result = json.loads((cwd / "runs" / "ddp" / "result.json").read_text())
     assert (result["processes"], result["pairs_per_update"], result["envs"]) == (2, 32, 8)
@@ -237,4 +239,4 @@ def test_an_interrupted_two_process_run_resumes(two_ranks, tmp_path):
 
 def test_a_single_process_checkpoint_is_not_resumed_by_two():
     with pytest.raises(ValueError, match="written by 1 process"):
-        pretrain.own_part({"step": 3}, rank=0, world_size=2)
+        common.own_part({"step": 3}, rank=0, world_size=2)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import transfer
-from common import make_encoder
+from encoder import make_encoder
 from generator import save_generator
-from world import latent_step
+from world import WorldConfig, latent_step
 
 
 def tiny_cfg(**kw):
@@ -49,14 +49,14 @@ def test_metric_weights_are_the_pixel_metric_pulled_back(tiny_G):
 @pytest.mark.parametrize("kind", ["metric", "euclid"])
 def test_reward_is_minus_the_distance_after_the_world_step(tiny_G, kind):
     W = transfer.distance_weights(tiny_G, kind, samples=8)
-    env = transfer.GoalReaching(tiny_G, 5, 4, 0.5, 0.8, W, seed=0)
+    env = transfer.GoalReaching(tiny_G, 5, WorldConfig(horizon=4), W, seed=0)
     M = W @ W.T  # M / tr M
     for _ in range(4):
         z, rng = env.z.clone(), env.rng.get_state()
         a = torch.rand(5, 8) * 2 - 1
         r = env.step(a)
         eps = torch.randn(5, 8, generator=torch.Generator().set_state(rng))  # the noise the step drew
-        torch.testing.assert_close(env.z, latent_step(z, a, eps, 0.5, 0.8, math.sqrt(3)))  # world.py's transition
+        torch.testing.assert_close(env.z, latent_step(z, a, eps, WorldConfig()))  # world.py's transition
         for i in range(5):
             dz = (env.z[i] - env.z_goal[i]).tolist()
             want = -math.sqrt(sum(dz[j] * M[j, k].item() * dz[k] for j in range(8) for k in range(8)))

@@ -3,12 +3,11 @@ import math
 import pytest
 import torch
 
-from world import LatentWorld, latent_step, persistence, rollout
+from world import LatentWorld, WorldConfig, latent_step, persistence, rollout
 
 
-def make_world(G, **kw):
-    args = dict(num_envs=4, horizon=3, mix=0.5, ema=0.8, seed=0) | kw
-    return LatentWorld(G, **args)
+def make_world(G, num_envs=4, seed=0, **kw):
+    return LatentWorld(G, num_envs, WorldConfig(**(dict(horizon=3, mix=0.5, ema=0.8) | kw)), seed=seed)
 
 
 def test_same_seed_same_trajectory(tiny_G):
@@ -66,7 +65,7 @@ def test_latent_step_matches_plain_reference():
     torch.manual_seed(0)
     z, a, e = torch.randn(3, 5), torch.rand(3, 5) * 2 - 1, torch.randn(3, 5)
     for kind in ("vp", "plain"):
-        out = latent_step(z, a, e, mix=0.3, ema=0.7, action_scale=1.5, ema_kind=kind)
+        out = latent_step(z, a, e, WorldConfig(mix=0.3, ema=0.7, action_scale=1.5, ema_kind=kind))
         for i in range(3):
             for j in range(5):
                 m = 0.3 * 1.5 * a[i, j].item() + math.sqrt(1 - 0.09) * e[i, j].item()
@@ -115,7 +114,7 @@ def test_bad_inputs_raise(tiny_G):
         world.step(torch.full((4, 8), 2.0))
     for bad in [dict(ema=1.0), dict(ema=-0.1), dict(mix=1.5), dict(horizon=0), dict(num_envs=0),
                 dict(action_scale=0.0), dict(ema_kind="fancy")]:
-        with pytest.raises(ValueError, match="LatentWorld needs"):
+        with pytest.raises(ValueError, match="the world needs"):
             make_world(tiny_G, **bad)
 
 
