@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import require
+
 
 # ----------------------------------------------------------------------------------------------------
 # APT reward: particle-based entropy estimate in representation space
@@ -108,7 +110,8 @@ class SACConfig:
     gamma: float = 0.99  # discount (CleanRL default); set 0 for one-step bandits
     tau: float = 0.005  # Polyak rate of the target critics (CleanRL default)
     init_alpha: float = 0.1  # initial temperature (DrQ / Yarats' pytorch_sac init_temperature; CleanRL starts at 1.0,
-    #                          too large here: with |A| = 64 the entropy bonus would swamp an APT reward of ~1)
+    #                          too large here: with |A| = 64 the entropy bonus would swamp an APT reward of ~1);
+    #                          0 = no entropy bonus (log alpha = -inf: autotune cannot move it)
     autotune: bool = True  # learn alpha so that entropy -> target (Haarnoja et al. 2018b, SAC-v2 Eq. 18)
     target_entropy_scale: float = 1.0  # target entropy = -scale * |A| (Haarnoja et al. 2018b heuristic: -|A|)
     log_std_min: float = -5.0  # lower bound of the actor's log std (CleanRL LOG_STD_MIN)
@@ -119,6 +122,20 @@ class SACConfig:
     #                            (paper leaves it open; pretrain.py sets it, chosen by measurement: docs/exploration.md)
     updates_per_call: int = 1  # gradient steps (critic, actor, alpha, Polyak) per update() call on the same batch,
     #                            the update-to-data ratio (paper leaves it open; REDQ / DroQ raise it to 20)
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """The range of every field (ConfigError otherwise); SAC() checks again, for fields set after construction."""
+        lr = {f"0 < {k} < inf": 0 < getattr(self, k) < math.inf for k in ("lr_actor", "lr_critic", "lr_alpha")}
+        require({"hidden >= 1": self.hidden >= 1, **lr, "0 <= gamma < 1": 0 <= self.gamma < 1,
+                 "0 < tau <= 1": 0 < self.tau <= 1, "0 <= init_alpha < inf": 0 <= self.init_alpha < math.inf,
+                 "a finite target_entropy_scale": math.isfinite(self.target_entropy_scale),
+                 "-inf < log_std_min < log_std_max < inf": -math.inf < self.log_std_min < self.log_std_max < math.inf,
+                 "policy_frequency >= 1": self.policy_frequency >= 1,
+                 "target_network_frequency >= 1": self.target_network_frequency >= 1,
+                 "updates_per_call >= 1": self.updates_per_call >= 1}, "SAC")
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -131,6 +148,7 @@ class SAC(nn.Module):
 
     def __init__(self, feature_dim: int, action_dim: int, cfg: SACConfig = SACConfig(), device="cpu"):
         super().__init__()
+        cfg.check()
         self.cfg, self.action_dim, self.device = cfg, action_dim, torch.device(device)
         self.actor = mlp(feature_dim, cfg.hidden, 2 * action_dim)  # -> (B, 2A): mean, pre-squash log std
         self.q1 = mlp(feature_dim + action_dim, cfg.hidden, 1)  # -> (B, 1)  twin critics: clipped double-Q
@@ -138,7 +156,8 @@ class SAC(nn.Module):
         self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
         self.q1_target.requires_grad_(False)
         self.q2_target.requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))  # () learned temperature
+        log_alpha = math.log(cfg.init_alpha) if cfg.init_alpha > 0 else -math.inf  # alpha = 0: no entropy bonus
+        self.log_alpha = nn.Parameter(torch.tensor(log_alpha))  # () learned temperature
         self.target_entropy = -cfg.target_entropy_scale * action_dim  # SAC-v2: -|A|
         self.to(self.device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)

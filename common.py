@@ -4,6 +4,9 @@
     seed_everything(seed)          python, numpy and torch in one call
     parse_config(Config, argv)     a dataclass -> argparse flags; each field's comment is its --help text
     atomic_path(path)              write to a temporary file, then rename: never a half-written file
+    check_out(path, kind)          an output path the run can write: refused before any work when it cannot
+    require_finite_weights(sd, w)  refuse a state_dict holding NaN or inf, naming the tensor
+    check_threads(n, who)          --threads in 0 (torch's default) .. 4 x the cores
     run_dir(name)                  runs/<name>, refusing names that would write anywhere else
     RunLock(folder)                runs/<name>/.lock: one process per run folder
     timed(stages, key)             add a block's wall time to stages[key]
@@ -154,21 +157,6 @@ def save_atomic(obj, path) -> None:
         raise OSError(f"could not write {path} ({first}); {path} is unchanged") from None
 
 
-def check_output(path, overwrite: bool = False) -> None:
-    """Before any work: `path` can be written (its folder is, or can be made, writable) and is not an existing folder;
-    an existing file is replaced only with overwrite."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; name a file to write")
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose another --name / --out")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write {path}: {parent} is not a writable folder")
-
-
 def load_checkpoint(path, what: str, map_location="cpu") -> dict:
     """torch.load(weights_only=True) with one clear error for a missing, truncated or foreign file."""
     path = Path(path)
@@ -185,14 +173,58 @@ def load_checkpoint(path, what: str, map_location="cpu") -> dict:
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+MAX_NAME = 100  # characters of a run name (file systems take 255 bytes per path component)
 
 
 def run_dir(name: str, root: str = "runs") -> Path:
-    """runs/<name> for a single path component made of letters, digits, '.', '_' and '-' (not '.' or '..')."""
+    """runs/<name> for a single path component of at most MAX_NAME letters, digits, '.', '_' and '-' (not '.' or
+    '..')."""
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"--name must be at most {MAX_NAME} characters, got {len(name)}")
     if not RUN_NAME.fullmatch(name) or name in (".", ".."):
         raise ConfigError(f"--name must be one folder name of letters, digits, '.', '_' or '-' (not '.' or '..'), "
                           f"got {name!r}")
     return Path(root) / name
+
+
+CHECKPOINTS = ROOT / "checkpoints"  # the tracked folder of shipped weights
+
+
+def check_out(path, kind: str = "file", what: str = "--out", allow_checkpoints: bool = False) -> Path:
+    """Refuse, before any work, an output the run could not write: `path` (kind "file" or "dir") exists as the other
+    kind, lies under checkpoints/ (unless allow_checkpoints: the user asked for it), or its nearest existing folder
+    is not a folder or is read-only. Raises ConfigError; returns Path(path)."""
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a file")
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} exists and is not a folder")
+    resolved = path.resolve()
+    if not allow_checkpoints and (resolved == CHECKPOINTS or CHECKPOINTS in resolved.parents):
+        raise ConfigError(f"{what} {path} lies in {CHECKPOINTS}, the tracked folder of shipped weights: write under "
+                          f"runs/ instead")
+    folder = path if kind == "dir" else path.parent
+    while not folder.exists() and folder != folder.parent:  # the folder that will hold the new ones
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {path} cannot be written: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):  # also False on a read-only file system, even for root
+        raise ConfigError(f"{what} {path} cannot be written: {folder} is read-only")
+    return path
+
+
+def require_finite_weights(state_dict: dict, what: str) -> None:
+    """Raise ConfigError naming the first floating-point tensor of state_dict that holds a NaN or an inf."""
+    for name, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+            raise ConfigError(f"{what} holds non-finite values (NaN or inf) in {name}")
+
+
+def check_threads(threads: int, who: str) -> None:
+    """--threads: 0 (torch's default) up to 4 x the cores; far more crashes OpenMP (a segfault, no message)."""
+    most = 4 * (os.cpu_count() or 1)
+    require({f"0 <= threads <= {most} (4 x the {os.cpu_count() or 1} cores; 0 = torch's default)":
+             0 <= threads <= most}, who)
 
 
 class RunLock:

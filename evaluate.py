@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import atomic_path, load_checkpoint, mean_std, parse_config, pick_device, require, save_atomic
+from common import (atomic_path, check_out, check_threads, load_checkpoint, mean_std, parse_config, pick_device,
+                    require, require_finite_weights, save_atomic)
 from data import CACHE, load_split, to_float
 from encoder import make_encoder
 
@@ -33,17 +34,18 @@ class Config:
     download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10 (needs internet once)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
     threads: int = 0  # torch CPU threads; 0 = torch's default (all cores). 1 is much faster on a busy machine
-    out: str = ""  # bar chart PNG; "" = <folder of the first run>/probe_<data>.png (runs/probe_<data>.png)
+    out: str = ""  # bar chart PNG; "" = runs/probe_<data>.png (the runs/ folder that holds the first run, if any)
     batch_size: int = 256  # images per forward pass during feature extraction
     k: int = 20  # kNN neighbours (Wu et al. 2018 / solo-learn)
     temperature: float = 0.07  # kNN vote weight exp(sim / T) (Wu et al. 2018 / solo-learn)
     val_frac: float = 0.1  # fraction of the training set held out to choose the linear probe's weight decay
     max_iter: int = 300  # most L-BFGS iterations per linear-probe fit (most fits converge before)
     seed: int = 0  # seed of the validation split and of the random-init reference encoder
-    recompute: bool = False  # ignore cached probe_<data>.json results
+    recompute: bool = False  # ignore cached probe_<data>.json results (in each run folder, else under runs/probes/)
 
 
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)  # L2 grid, strongest first; picked on a val split (Kornblith 2019)
+META_TYPES = {"encoder": (str,), "width": (int,), "wall_time_s": (int, float, type(None)), "finished": (bool,)}
 
 
 # ---- Loading encoders and extracting features ----------------------------------------------------------------------
@@ -58,13 +60,18 @@ def load_encoder(path, device="cpu"):
         raise ValueError(f"{path} is not an encoder checkpoint (no kind='encoder' entry)")
     if not {"encoder", "width", "state_dict", "config"} <= ckpt.keys() or not isinstance(ckpt["config"], dict):
         raise ValueError(f"encoder checkpoint {path} lacks one of encoder, width, state_dict, config (a dict)")
+    for key, types in META_TYPES.items():  # a hand-edited file: "32" where 32 belongs
+        if key in ckpt and type(ckpt[key]) not in types:
+            raise ValueError(f"encoder checkpoint {path} has {key} {ckpt[key]!r}, not "
+                             f"{' or '.join(t.__name__ for t in types)}")
     try:
         encoder = make_encoder(ckpt["encoder"], ckpt["width"])
         encoder.load_state_dict(ckpt["state_dict"])
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, TypeError) as e:
         first = str(e).replace("\n", " ")[:300]
         raise ValueError(f"encoder checkpoint {path} does not match make_encoder"
                          f"({ckpt['encoder']!r}, {ckpt['width']}): {first}") from None
+    require_finite_weights(ckpt["state_dict"], f"encoder checkpoint {path}")
     meta = {key: value for key, value in ckpt.items() if key != "state_dict"}
     return encoder.to(device).eval().requires_grad_(False), meta
 
@@ -218,6 +225,26 @@ def cached_probe(cache: Path, key: dict, compute, recompute=False) -> dict:
     return result
 
 
+def in_run_folder(path: Path) -> bool:
+    """Is `path` pretrain.py's runs/<name>/encoder.pt? Its run folder then holds its probe cache."""
+    p = Path(path).resolve()
+    return p.name == "encoder.pt" and p.parent.parent.name == "runs"
+
+
+def cache_path(path: Path, tag: str) -> Path:
+    """Where the probe results of the encoder file `path` are cached: in its run folder, else under runs/probes/
+    (never beside an encoder elsewhere, e.g. under checkpoints/), named by the file's absolute path."""
+    if in_run_folder(path):
+        return path.parent / f"probe_{tag}.json"
+    digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    return Path("runs") / "probes" / f"{Path(path).stem}_{digest}_{tag}.json"
+
+
+def reference_cache(tag: str, label: str) -> Path:
+    """The cache of a reference row (raw pixels, random-init), shared by every evaluation of the same data."""
+    return CACHE / f"probe_{tag}_{label.replace(' ', '_')}.json"
+
+
 def bar_chart(groups: dict, path: Path, title: str) -> None:
     """Linear and kNN bars per method (mean over seeds, sample-std error bars); written atomically."""
     import matplotlib
@@ -240,9 +267,11 @@ def bar_chart(groups: dict, path: Path, title: str) -> None:
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
     try:
-        require({"threads >= 0": cfg.threads >= 0, "batch_size >= 1": cfg.batch_size >= 1, "k >= 1": cfg.k >= 1,
+        check_threads(cfg.threads, "evaluate.py")
+        require({"batch_size >= 1": cfg.batch_size >= 1, "k >= 1": cfg.k >= 1,
                  "temperature > 0": cfg.temperature > 0, "0 < val_frac < 1": 0 < cfg.val_frac < 1,
-                 "max_iter >= 1": cfg.max_iter >= 1}, "evaluate.py")
+                 "max_iter >= 1": cfg.max_iter >= 1, "--out ending in .png": not cfg.out or cfg.out.endswith(".png")},
+                "evaluate.py")
         device = pick_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -258,12 +287,19 @@ def main(argv=None) -> None:
             path = p / "encoder.pt" if p.is_dir() or not p.exists() else p
             runs.append((path, load_encoder(path)[1]))
         data = cfg.data or (runs[0][1]["config"].get("data", "embedded") if runs else "embedded")
+        builtin = data in ("embedded", "cifar10")
+        tag, data_id = (data, data) if builtin else (Path(data).resolve().name, str(Path(data).resolve()))
+        top = runs[0][0].parent.parent if runs and in_run_folder(runs[0][0]) else Path("runs")
+        out = check_out(cfg.out or top / f"probe_{tag}.png", "file")  # all outputs checked before any probe
+        archs = sorted({(m["encoder"], m["width"]) for _, m in runs}) or [("cnn", 32)]  # the runs' architectures
+        references = {"raw pixels": lambda: None} | {f"random-init {name}-{width}": (
+            lambda name=name, width=width: random_encoder(name, width, cfg.seed).to(device)) for name, width in archs}
+        for cache in [cache_path(path, tag) for path, _ in runs] + [reference_cache(tag, r) for r in references]:
+            check_out(cache, "file", "probe cache")
         splits = load_data(data, cfg.download)
         (_, y_tr), (_, y_te) = splits
     except (FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
-    builtin = data in ("embedded", "cifar10")
-    tag, data_id = (data, data) if builtin else (Path(data).resolve().name, str(Path(data).resolve()))
     settings = {"data": data_id, "fingerprint": fingerprint(splits), "n_train": len(y_tr), "n_test": len(y_te),
                 **{f: getattr(cfg, f) for f in ("k", "temperature", "val_frac", "max_iter", "seed")}}
     print(f"data {data} ({len(y_tr)} train / {len(y_te)} test) | device {device}", file=sys.stderr)
@@ -272,16 +308,13 @@ def main(argv=None) -> None:
     for path, meta in runs:
         print(f"{path}:", file=sys.stderr)
         key = {**settings, "checkpoint_mtime_ns": path.stat().st_mtime_ns}
-        res = cached_probe(path.parent / f"probe_{tag}.json", key,
+        res = cached_probe(cache_path(path, tag), key,
                            lambda: probe(load_encoder(path, device)[0], splits, cfg, device), cfg.recompute)
         groups.setdefault(meta["config"].get("method", "?"), []).append(
             {**res, "wall_time_s": meta.get("wall_time_s"), "finished": meta.get("finished", True)})
-    archs = sorted({(m["encoder"], m["width"]) for _, m in runs}) or [("cnn", 32)]  # the runs' architectures
-    references = {"raw pixels": lambda: None} | {f"random-init {name}-{width}": (
-        lambda name=name, width=width: random_encoder(name, width, cfg.seed).to(device)) for name, width in archs}
     for label, make in references.items():
         print(f"{label}:", file=sys.stderr)
-        res = cached_probe(CACHE / f"probe_{tag}_{label.replace(' ', '_')}.json", settings,
+        res = cached_probe(reference_cache(tag, label), settings,
                            lambda: probe(make(), splits, cfg, device), cfg.recompute)
         groups[label] = [{**res, "wall_time_s": None, "finished": True}]
 
@@ -295,7 +328,6 @@ def main(argv=None) -> None:
         name = method + (" (unfinished)" if not all(r["finished"] for r in results) else "")
         print(f"| {name} | {len(results)} | {mean_std([r['linear_top1'] for r in results], 100)} "
               f"| {mean_std([r['knn_top1'] for r in results], 100)} | {t_str} |")
-    out = Path(cfg.out) if cfg.out else (runs[0][0].parent.parent if runs else Path("runs")) / f"probe_{tag}.png"
     bar_chart(groups, out, f"probes on {tag} ({len(y_te)} test images)")
     print(f"\nwrote {out}", file=sys.stderr)
 

@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from biggan import is_biggan, load_biggan
-from common import (RunLock, atomic_path, check_output, load_checkpoint, parse_config, pick_device, require, run_dir,
-                    save_atomic, seed_everything)
+from common import (ConfigError, RunLock, atomic_path, check_out, load_checkpoint, parse_config, pick_device, require,
+                    require_finite_weights, run_dir, save_atomic, seed_everything)
 from data import NUISANCE, check_classes, load_splits, to_float, to_uint8
 from encoder import make_encoder
 
@@ -150,12 +150,10 @@ def load_generator(path, device="cpu", classes: str = "", truncation: float = 1.
     G = Generator(ckpt["latent_dim"], ckpt["num_classes"], ckpt["width"])
     try:
         G.load_state_dict(ckpt["state_dict"])
-        nonfinite = [k for k, v in G.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
     except (RuntimeError, TypeError, AttributeError) as e:
         first = str(e).replace("\n", " ")[:300]
         raise ValueError(f"generator checkpoint {path} does not match the Generator architecture: {first}") from None
-    if nonfinite:
-        raise ValueError(f"generator checkpoint {path} holds NaN or inf weights ({nonfinite[0]}, ...)")
+    require_finite_weights(G.state_dict(), f"generator checkpoint {path}")
     G.classes, G.config = ckpt["classes"], ckpt["config"]
     return G.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)  # NHWC: 1.5x on CPU
 
@@ -271,14 +269,17 @@ def train(cfg: Config, out: Path) -> Generator:
 
 
 def output_path(cfg: Config) -> Path:
-    """Where training writes: --out, or runs/<name>/generator.pt. An existing file is replaced only with --overwrite."""
+    """Where training writes: --out, or runs/<name>/generator.pt. An existing file is replaced only with --overwrite,
+    and a file under checkpoints/ (the shipped generators) only when --out names it too."""
     if cfg.out:
         out = Path(cfg.out)
     else:
         tag = cfg.data if cfg.data in ("embedded", "cifar10") else re.sub(r"[^A-Za-z0-9._-]", "_", Path(cfg.data).name)
         out = run_dir(cfg.name or f"gan_{tag}_s{cfg.seed}") / "generator.pt"
-    check_output(out, cfg.overwrite)
-    check_output(out.with_suffix(".png"), cfg.overwrite)
+    for path in (out, out.with_suffix(".png")):
+        check_out(path, "file", allow_checkpoints=bool(cfg.out) and cfg.overwrite)
+        if path.exists() and not cfg.overwrite:
+            raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose another --name / --out")
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from common import (ConfigError, atomic_path, average_grad, broadcast, gather_ranks, load_checkpoint, own_part,
-                    save_atomic)
+                    require_finite_weights, save_atomic)
 
 LOCAL = ("rng", "cuda_rng", "world", "buffer", "rms", "bn")  # checkpoint parts each torchrun rank has its own of
 
@@ -102,10 +102,7 @@ def resume_or_start(run, may_change) -> None:
     if s.get("step", 0) > run.cfg.updates:
         raise ConfigError(f"{ckpt} is at update {s['step']}, past --updates {run.cfg.updates}; ask for at least "
                           f"{s['step']} or pass --overwrite to start over")
-    bad = [k for k, v in s.get("model", {}).items() if torch.is_tensor(v) and v.is_floating_point()
-           and not v.isfinite().all()]
-    if bad:
-        raise ValueError(f"checkpoint {ckpt} holds NaN or inf weights ({bad[0]}); pass --overwrite to start over")
+    require_finite_weights(s.get("model", {}), f"checkpoint {ckpt} (pass --overwrite to start over)")
     try:
         load(run, s)
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:

@@ -45,7 +45,8 @@ from pathlib import Path
 import torch
 
 from agent import SAC, SACConfig
-from common import atomic_path, mean_std, parse_config, pick_device, require, save_atomic, seed_everything, timed
+from common import (atomic_path, check_out, check_threads, mean_std, parse_config, pick_device, require, save_atomic,
+                    seed_everything, timed)
 from evaluate import cached_probe, load_encoder, random_encoder
 from generator import load_generator
 from world import WorldConfig, latent_step
@@ -221,6 +222,12 @@ def references(cfg: Config, G, weights) -> dict:
             "greedy controller (knows z)": evaluate_policy(cfg, G, weights, lambda env, s: env.greedy_action())}
 
 
+def sac_config(cfg: Config) -> SACConfig:
+    """The agent's settings; SACConfig checks their ranges (ConfigError)."""
+    return SACConfig(hidden=cfg.hidden, gamma=cfg.gamma, init_alpha=cfg.init_alpha, lr_actor=cfg.lr_actor,
+                     lr_critic=cfg.lr_critic)
+
+
 def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
     """One SAC run on the task, observing through `encoder` (None = oracle) -> curve, timings."""
     seed_everything(seed)
@@ -228,8 +235,7 @@ def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
     frozen = {k: v.clone() for k, v in encoder.state_dict().items()} if encoder is not None else {}
     with timed(times, "feature statistics"):
         observer = Observer(encoder, G, cfg.stats_frames)
-    sac = SAC(observer.dim, G.latent_dim, SACConfig(hidden=cfg.hidden, gamma=cfg.gamma, init_alpha=cfg.init_alpha,
-                                                    lr_actor=cfg.lr_actor, lr_critic=cfg.lr_critic), device)
+    sac = SAC(observer.dim, G.latent_dim, sac_config(cfg), device)
     buffer = FeatureBuffer(cfg.env_steps + cfg.num_envs, observer.dim, G.latent_dim, device)
     env = GoalReaching(G, cfg.num_envs, WorldConfig.of(cfg), weights, seed)
     sample_rng = torch.Generator(device=device).manual_seed(seed)
@@ -333,13 +339,19 @@ def plot(rows: dict, refs: dict, path: Path, title: str) -> None:
 
 
 def check(cfg: Config) -> None:
+    """Every flag, before anything is loaded or written."""
     WorldConfig.of(cfg)  # horizon, mix, ema: the world's own rules
     require({"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1, "warmup >= 0": cfg.warmup >= 0,
-             "updates_per_step >= 0": cfg.updates_per_step >= 0, "batch_size >= 1": cfg.batch_size >= 1,
-             "eval_every >= 1": cfg.eval_every >= 1, "eval_episodes >= 1": cfg.eval_episodes >= 1,
-             "stats_frames >= 2": cfg.stats_frames >= 2, "hidden >= 1": cfg.hidden >= 1,
-             "0 <= gamma < 1": 0 <= cfg.gamma < 1, "at least one seed": len(cfg.seeds) >= 1,
-             "at least one encoder": len(cfg.encoders) >= 1, "threads >= 0": cfg.threads >= 0}, "transfer")
+             "0 <= updates_per_step < inf": 0 <= cfg.updates_per_step < math.inf,
+             "batch_size >= 1": cfg.batch_size >= 1, "eval_every >= 1": cfg.eval_every >= 1,
+             "eval_episodes >= 1": cfg.eval_episodes >= 1,
+             "stats_frames >= 2": cfg.stats_frames >= 2, "at least one seed": len(cfg.seeds) >= 1,
+             "seeds in 0 .. 2**32 - 1": all(0 <= s < 2 ** 32 for s in cfg.seeds),
+             "0 <= random_init_seed < 2**32": 0 <= cfg.random_init_seed < 2 ** 32,
+             "at least one encoder": len(cfg.encoders) >= 1}, "transfer")
+    sac_config(cfg)  # hidden, gamma in [0, 1), init_alpha, learning rates: SAC's own rules
+    check_threads(cfg.threads, "transfer")
+    check_out(cfg.out, "dir")
 
 
 def main(argv=None) -> dict:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from common import ConfigError, parse_config, pick_device
+from common import ConfigError, atomic_path, check_out, parse_config, pick_device, require
 from generator import load_generator
 
 
@@ -57,9 +57,6 @@ class WorldConfig:
         return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)})
 
 
-MAX_ENVS = 4096  # world.py's demo: 4,096 envs hold 4096 x 12 KB float frames per step (50 MB); more is a typo
-
-
 @dataclass
 class Config:
     generator: str = "checkpoints/embedded_gan.pt"  # generator checkpoint (generator.py), or biggan-deep-128 (-256,
@@ -73,7 +70,12 @@ class Config:
     steps: int = 32  # demo: steps of the random-policy rollout
     seed: int = 0  # seeds the world's own random stream (labels, resets, noise)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
-    out: str = "runs/world"  # demo: folder for filmstrip.png and rollout.gif
+    out: str = "runs/world"  # demo: folder for filmstrip.png and rollout.gif (not under checkpoints/)
+
+
+FRAME_BYTES = 3 * 32 * 32 * 4  # one float32 frame: the demo keeps every frame of its rollouts in memory
+MAX_FRAME_BYTES = 4 * 2 ** 30
+MAX_ENVS = 512  # the GIF puts the envs side by side, 99 px each, and a GIF is at most 65,535 px wide
 
 
 def latent_step(z, action, eps, wc: WorldConfig):
@@ -207,16 +209,17 @@ def persistence(frames: torch.Tensor, labels: torch.Tensor, times: torch.Tensor)
 
 
 def save_filmstrip(frames: torch.Tensor, path) -> None:
-    """frames (T, N, 3, 32, 32) in [-1, 1] -> PNG with one row per env, one column per step."""
+    """frames (T, N, 3, 32, 32) in [-1, 1] -> PNG with one row per env, one column per step (written atomically)."""
     import torchvision
     T, N = frames.shape[:2]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     grid = frames.transpose(0, 1).reshape(N * T, *frames.shape[2:])  # (N * T, 3, 32, 32), row-major by env
-    torchvision.utils.save_image(grid.cpu() * 0.5 + 0.5, str(path), nrow=T, padding=1)
+    with atomic_path(path) as tmp:
+        torchvision.utils.save_image(grid.cpu() * 0.5 + 0.5, tmp, nrow=T, padding=1, format="png")
 
 
 def save_gif(frames: torch.Tensor, path, scale: int = 3) -> None:
-    """frames (T, N, 3, 32, 32) -> animated GIF, envs side by side (Pillow ships with torchvision)."""
+    """frames (T, N, 3, 32, 32) -> animated GIF, envs side by side (Pillow ships with torchvision), written
+    atomically."""
     import torchvision
     from PIL import Image
     pics = []
@@ -224,12 +227,27 @@ def save_gif(frames: torch.Tensor, path, scale: int = 3) -> None:
         grid = torchvision.utils.make_grid(f.cpu() * 0.5 + 0.5, nrow=len(f), padding=1)  # (3, H, W)
         arr = (grid.clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()  # (H, W, 3)
         pics.append(Image.fromarray(arr).resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST))
-    pics[0].save(path, save_all=True, append_images=pics[1:], duration=150, loop=0)
+    with atomic_path(path) as tmp:
+        pics[0].save(tmp, format="GIF", save_all=True, append_images=pics[1:], duration=150, loop=0)
+
+
+def check(cfg: Config) -> None:
+    """Every flag, before the generator is loaded or any file written."""
+    frames = (cfg.steps + 1) * cfg.num_envs + (8 * cfg.horizon + 1) * 64  # the demo's rollout and the statistics'
+    gib = max(frames, 0) * FRAME_BYTES / 2 ** 30
+    require({"steps >= 1": cfg.steps >= 1, "num_envs >= 1": cfg.num_envs >= 1,
+             f"the rollouts' frames in {MAX_FRAME_BYTES / 2 ** 30:.0f} GiB ((steps + 1) x num_envs + (8 x horizon + 1) "
+             f"x 64 frames of {FRAME_BYTES // 1024} KiB: {gib:.1f} GiB here)": frames * FRAME_BYTES <= MAX_FRAME_BYTES,
+             f"num_envs <= {MAX_ENVS} (the GIF puts the envs side by side, 99 px each, and a GIF is at most 65,535 px "
+             f"wide)": cfg.num_envs <= MAX_ENVS, "0 <= seed < 2**32": 0 <= cfg.seed < 2 ** 32}, "world")
+    WorldConfig.of(cfg)  # horizon, mix, ema, action_scale, ema_kind: the world's own rules
+    check_out(cfg.out, "dir")
 
 
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
     try:
+        check(cfg)
         G = load_generator(cfg.generator, pick_device(cfg.device))
         wc = WorldConfig.of(cfg)
         world = LatentWorld(G, cfg.num_envs, wc, cfg.seed)
@@ -239,11 +257,9 @@ def main(argv=None) -> None:
     start = time.time()
     frames = rollout(world, cfg.steps, cfg.seed)[0]
     rate = cfg.steps * cfg.num_envs / (time.time() - start)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     save_filmstrip(frames, Path(cfg.out) / "filmstrip.png")
     save_gif(frames, Path(cfg.out) / "rollout.gif")
-    big = rollout(LatentWorld(G, 64, wc, cfg.seed + 1),
-                  8 * cfg.horizon, cfg.seed + 1)  # 64 envs x 8 episodes for the statistics
+    big = rollout(LatentWorld(G, 64, wc, cfg.seed + 1), 8 * cfg.horizon, cfg.seed + 1)  # 64 envs x 8 episodes
     consecutive, same_class = persistence(big[0], big[1], big[3])
     print(f"{rate:.0f} env steps/s | Var(z) = {big[2].var().item():.3f} | cosine(o_t, o_t+1) = {consecutive:.3f}"
           f" vs random same-class pairs {same_class:.3f}")

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import parse_config  # noqa: E402
+from common import ConfigError, check_threads, parse_config  # noqa: E402
 from agent import ReplayBuffer, apt_reward  # noqa: E402
 
 
@@ -64,6 +64,10 @@ class Config:
 
 def main(argv=None) -> None:
     args = parse_config(Config, argv)
+    try:
+        check_threads(args.threads, "apt_cost.py")
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import SAC, SACConfig, apt_reward  # noqa: E402
-from common import parse_config, pick_device  # noqa: E402
+from common import ConfigError, check_threads, parse_config, pick_device  # noqa: E402
 from data import load_split, to_float  # noqa: E402
 from generator import load_generator  # noqa: E402
 from world import LatentWorld  # noqa: E402
@@ -88,6 +88,10 @@ def row(name: str, value: float, unit: str, ratio=None, goal=None) -> None:
 
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
+    try:
+        check_threads(cfg.threads, "speed.py")
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     common.TUNE_MALLOC = cfg.tune_malloc  # before the first pick_device: the whole run with or without

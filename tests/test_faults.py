@@ -245,3 +245,185 @@ def test_evaluate_skips_folders_without_an_encoder(tmp_path, monkeypatch, capsys
     evaluate.main([tmp_path / "runs" / "world", good, "--device", "cpu", "--max-iter", "20"])
     out = capsys.readouterr()
     assert "skipping" in out.err and "world" in out.err and "| palmup | 1 |" in out.out
+
+
+# ---- issue 24: evaluate, transfer, world, agent ----
+import os  # noqa: E402
+
+import world  # noqa: E402
+from agent import SACConfig  # noqa: E402
+import common  # noqa: E402
+from common import ConfigError, make_encoder, run_dir  # noqa: E402
+from tests.test_evaluate import coloured_images, save_ckpt  # noqa: E402
+
+TINY_TRANSFER = ["--generator", SHIPPED, "--device", "cpu", "--encoders", "oracle", "--env-steps", "64", "--num-envs",
+                 "8", "--warmup", "16", "--eval-every", "64", "--eval-episodes", "4", "--stats-frames", "256",
+                 "--hidden", "16"]
+
+
+def one_error_line(proc) -> str:
+    """All of a failed command's stderr: one short `error:` line (no traceback, no crash)."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode > 0 and len(lines) == 1 and lines[0].startswith("error:"), (proc.returncode,
+                                                                                       proc.stderr[-2000:])
+    assert len(lines[0]) < 300, lines[0]
+    return lines[0]
+
+
+def files(root) -> set:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def tiny_evaluation(tmp_path):
+    """An encoder file outside any run folder and a 2-class image folder: evaluate.py's inputs, in seconds."""
+    enc = save_ckpt(tmp_path / "enc" / "encoder.pt", make_encoder("cnn", 8))
+    return enc, image_folder(tmp_path / "data", {"a": 6, "b": 6})
+
+
+# ---- 7. --threads
+@pytest.mark.parametrize("script", ["evaluate.py", "transfer.py"])
+def test_too_many_threads_is_one_line_not_a_segfault(tmp_path, script):
+    assert "threads" in one_error_line(run(script, "--threads", "100000", "--device", "cpu", cwd=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+    common.check_threads(0, "x"), common.check_threads(4 * (os.cpu_count() or 1), "x")  # the default, the most
+    with pytest.raises(ConfigError, match="threads"):
+        common.check_threads(-1, "x")
+
+
+# ---- 8. one line instead of a traceback, before any file
+@pytest.mark.parametrize("field, value", [("updates_per_call", 0), ("gamma", 1.5), ("gamma", float("nan")),
+                                          ("init_alpha", -1.0), ("init_alpha", float("inf")),
+                                          ("lr_actor", float("nan")), ("lr_critic", 0.0), ("hidden", 0),
+                                          ("tau", 0.0), ("policy_frequency", 0)])
+def test_sac_refuses_settings_out_of_range(field, value):
+    with pytest.raises(ConfigError, match=field):
+        SACConfig(**{field: value})
+    SACConfig(init_alpha=0.0, gamma=0.0)  # the edges that are allowed: no entropy bonus, one-step bandits
+
+
+def test_sac_updates_0_is_one_line_before_any_file(tmp_path):
+    line = one_error_line(run("pretrain.py", *TINY, "--sac-updates", "0", "--name", "s", cwd=tmp_path))
+    assert "updates_per_call >= 1" in line and list(tmp_path.iterdir()) == []
+
+
+def test_a_300_character_name_is_one_line(tmp_path):
+    assert "100 characters" in one_error_line(run("pretrain.py", *TINY, "--name", "a" * 300, cwd=tmp_path))
+    assert list(tmp_path.iterdir()) == [] and run_dir("a" * 100).name == "a" * 100
+
+
+@pytest.mark.parametrize("how", ["file", "read-only"])
+@pytest.mark.parametrize("script", ["evaluate.py", "world.py", "transfer.py"])
+def test_an_unwritable_runs_folder_stops_before_the_work(tmp_path, script, how):
+    if how == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    enc, data = tiny_evaluation(tmp_path)
+    if how == "file":  # root-proof: a file where the runs folder should be
+        (tmp_path / "runs").write_text("not a folder")
+        enc_args = [enc, "--out", "runs/chart.png"]
+    else:
+        enc = save_ckpt(tmp_path / "runs" / "r" / "encoder.pt", make_encoder("cnn", 8))
+        enc_args = [enc]
+    args = {"evaluate.py": [*enc_args, "--data", data, "--device", "cpu", "--max-iter", "5"],
+            "world.py": ["--generator", SHIPPED, "--steps", "2", "--device", "cpu"], "transfer.py": TINY_TRANSFER}
+    before = files(tmp_path)
+    if how == "read-only":
+        (tmp_path / "runs").chmod(0o555)
+    try:
+        line = one_error_line(run(script, *args[script], cwd=tmp_path))
+    finally:
+        (tmp_path / "runs").chmod(0o755)
+    assert "runs" in line and ("not a folder" in line or "read-only" in line) and files(tmp_path) == before
+
+
+@pytest.mark.parametrize("script, kind", [("world.py", "file"), ("transfer.py", "file"), ("evaluate.py", "dir"),
+                                          ("evaluate.py", "notes.md")])
+def test_an_out_of_the_wrong_kind_is_one_line_and_nothing_is_written(tmp_path, script, kind):
+    enc, data = tiny_evaluation(tmp_path)
+    out = tmp_path / {"file": "out", "dir": "chart.png", "notes.md": "notes.md"}[kind]  # notes.md: not a PNG
+    out.mkdir() if kind == "dir" else out.write_text("keep me")
+    args = {"world.py": ["--generator", SHIPPED, "--steps", "2", "--device", "cpu"], "transfer.py": TINY_TRANSFER,
+            "evaluate.py": [enc, "--data", data, "--device", "cpu", "--max-iter", "5"]}[script]
+    before = files(tmp_path)
+    line = one_error_line(run(script, *args, "--out", out, cwd=tmp_path))
+    assert "--out" in line and files(tmp_path) == before and (kind == "dir" or out.read_text() == "keep me")
+
+
+@pytest.mark.parametrize("flag, value, message", [("--init-alpha", "-1", "0 <= init_alpha < inf"),
+                                                  ("--lr-actor", "nan", "0 < lr_actor < inf"),
+                                                  ("--lr-critic", "-1", "0 < lr_critic < inf"),
+                                                  ("--seeds", "-1", "seeds in 0 .. 2**32 - 1"),
+                                                  ("--updates-per-step", "inf", "0 <= updates_per_step < inf")])
+def test_transfer_flags_out_of_range_are_one_line_before_any_file(tmp_path, flag, value, message):
+    assert message in one_error_line(run("transfer.py", *TINY_TRANSFER, flag, value, cwd=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "transfer.py"])
+def test_a_nan_encoder_is_refused_at_load_naming_the_tensor(tmp_path, script):
+    enc = make_encoder("cnn", 8)
+    with torch.no_grad():
+        enc[0].weight[0, 0, 0, 0] = float("nan")
+    path = save_ckpt(tmp_path / "enc" / "encoder.pt", enc)
+    data = image_folder(tmp_path / "data", {"a": 6, "b": 6})
+    args = {"evaluate.py": [path, "--data", data, "--device", "cpu", "--max-iter", "5"],
+            "transfer.py": [*TINY_TRANSFER, "--encoders", path]}[script]
+    before = files(tmp_path)
+    line = one_error_line(run(script, *args, cwd=tmp_path))
+    assert str(path) in line and "0.weight" in line and files(tmp_path) == before
+
+
+def test_a_hand_edited_width_is_one_line(tmp_path):
+    path = save_ckpt(tmp_path / "encoder.pt", make_encoder("cnn", 8), width="8")
+    assert "width '8'" in one_error_line(run("evaluate.py", path, "--device", "cpu", cwd=tmp_path))
+    assert files(tmp_path) == {"encoder.pt"}
+
+
+# ---- 9. world.py's pictures
+@pytest.mark.parametrize("save, name", [(world.save_filmstrip, "filmstrip.png"), (world.save_gif, "rollout.gif")])
+def test_a_kill_while_world_writes_leaves_the_previous_file(tmp_path, monkeypatch, save, name):
+    (tmp_path / name).write_bytes(b"previous")
+
+    def killed(self, fp, *args, **kwargs):
+        open(fp, "wb").write(b"half")  # what a process killed mid-write leaves behind
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Image.Image, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save(torch.zeros(3, 2, 3, 32, 32), tmp_path / name)
+    assert (tmp_path / name).read_bytes() == b"previous" and files(tmp_path) == {name}
+
+
+# ---- 11. world.py's flags, checked before the generator is loaded
+@pytest.mark.parametrize("flag, value, message", [("--action-scale", "inf", "0 < action_scale < inf"),
+                                                  ("--steps", "-1", "steps >= 1"),
+                                                  ("--num-envs", "100000", "GiB here")])
+def test_world_flags_out_of_range_are_one_line_before_loading(tmp_path, flag, value, message):
+    missing = tmp_path / "no_generator.pt"  # loading it would fail: the flag must be refused first
+    assert message in one_error_line(run("world.py", flag, value, "--generator", missing, cwd=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- 12. outputs without --out go under runs/, never into checkpoints/
+def test_evaluate_without_out_writes_under_runs_only(tmp_path, monkeypatch):
+    splits = (coloured_images(80), coloured_images(40, seed=1))
+    monkeypatch.setattr(evaluate, "load_data", lambda data, download=False: splits)
+    monkeypatch.setattr(evaluate, "CACHE", tmp_path / "cache")
+    monkeypatch.chdir(tmp_path)
+    enc = save_ckpt(tmp_path / "path" / "to" / "enc.pt", make_encoder("cnn", 8))
+    evaluate.main([enc, "--device", "cpu", "--max-iter", "20"])
+    assert files(tmp_path / "path") == {"to", "to/enc.pt"}  # nothing beside the encoder or in its parent
+    assert (tmp_path / "runs" / "probe_embedded.png").is_file() and len(list(tmp_path.glob("runs/probes/*.json"))) == 1
+
+    def no_probe(*a, **k):
+        raise AssertionError("the cached result should have been reused")
+    monkeypatch.setattr(evaluate, "probe", no_probe)
+    evaluate.main([enc, "--device", "cpu", "--max-iter", "20"])  # a rerun reuses the cache under runs/
+
+
+def test_world_refuses_to_write_into_checkpoints():
+    assert world.WorldConfig().out == "runs/world"
+    before = subprocess.run(["git", "status", "--porcelain", "checkpoints"], cwd=ROOT, capture_output=True, text=True)
+    missing = ROOT / "runs" / "no_generator.pt"  # were --out accepted, loading would fail before any file
+    line = one_error_line(run("world.py", "--out", "checkpoints", "--generator", missing, cwd=ROOT))
+    assert "checkpoints" in line and "shipped weights" in line
+    assert subprocess.run(["git", "status", "--porcelain", "checkpoints"], cwd=ROOT, capture_output=True,
+                          text=True).stdout == before.stdout
