@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from biggan import is_biggan, load_biggan
-from common import (ConfigError, RunLock, atomic_path, check_out, load_checkpoint, parse_config, pick_device, require,
-                    require_finite_weights, run_dir, save_atomic, seed_everything)
+from common import (CHECKPOINTS, ConfigError, RunLock, atomic_path, check_out, load_checkpoint, parse_config,
+                    pick_device, require, require_finite_weights, run_dir, save_atomic, seed_everything)
 from data import NUISANCE, check_classes, load_splits, to_float, to_uint8
 from encoder import make_encoder
 
@@ -277,7 +277,11 @@ def output_path(cfg: Config) -> Path:
         tag = cfg.data if cfg.data in ("embedded", "cifar10") else re.sub(r"[^A-Za-z0-9._-]", "_", Path(cfg.data).name)
         out = run_dir(cfg.name or f"gan_{tag}_s{cfg.seed}") / "generator.pt"
     for path in (out, out.with_suffix(".png")):
-        check_out(path, "file", allow_checkpoints=bool(cfg.out) and cfg.overwrite)
+        check_out(path, "file", allow_checkpoints=True)
+        shipped = CHECKPOINTS in path.resolve().parents
+        if shipped and not (cfg.out and cfg.overwrite):
+            raise ConfigError(f"{path} is in checkpoints/, the shipped generators: write under runs/ (the default), "
+                              f"or pass --out {cfg.out or path} --overwrite to replace one on purpose")
         if path.exists() and not cfg.overwrite:
             raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose another --name / --out")
     return out

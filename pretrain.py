@@ -393,7 +393,7 @@ def finished(cfg: Config, out) -> dict | None:
     if not (out / "result.json").exists() or cfg.overwrite:
         return None
     result = json.loads((out / "result.json").read_text())
-    saved = result.pop("config", None)
+    saved, _ = result.pop("config", None), result.pop("generator_id", None)
     if saved is None and (out / "encoder.pt").is_file():  # a result.json written before it kept its config
         saved = torch.load(out / "encoder.pt", map_location="cpu", weights_only=True).get("config")
     what = runfiles.config_diff(saved or {}, dataclasses.asdict(cfg), REPORTING) if saved is not None else ""

@@ -253,7 +253,8 @@ import os  # noqa: E402
 import world  # noqa: E402
 from agent import SACConfig  # noqa: E402
 import common  # noqa: E402
-from common import ConfigError, make_encoder, run_dir  # noqa: E402
+from common import ConfigError, run_dir  # noqa: E402
+from encoder import make_encoder  # noqa: E402
 from tests.test_evaluate import coloured_images, save_ckpt  # noqa: E402
 
 TINY_TRANSFER = ["--generator", SHIPPED, "--device", "cpu", "--encoders", "oracle", "--env-steps", "64", "--num-envs",
@@ -427,3 +428,224 @@ def test_world_refuses_to_write_into_checkpoints():
     assert "checkpoints" in line and "shipped weights" in line
     assert subprocess.run(["git", "status", "--porcelain", "checkpoints"], cwd=ROOT, capture_output=True,
                           text=True).stdout == before.stdout
+
+
+# ---- issue 24: the shipped generator, class folders, finished and resumed runs, pretrain's flags ----
+def git_status(path: str) -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--", path], cwd=ROOT, capture_output=True,
+                          text=True).stdout
+
+
+def test_the_readmes_generator_command_leaves_the_shipped_checkpoints_alone(tmp_path):
+    folder = image_folder(tmp_path / "digits", {"a": 4, "b": 4, "c": 4})
+    before = git_status("checkpoints")
+    try:  # from the repository's root, as the README runs it; a tiny budget
+        proc = run("generator.py", "--data", folder, "--steps", "3", "--batch-size", "8", "--gan-test-epochs", "1",
+                   "--name", "test_gan_readme", cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert git_status("checkpoints") == before  # nothing under checkpoints/ changed
+        out = ROOT / "runs" / "test_gan_readme"
+        assert (out / "generator.pt").is_file() and (out / "generator.png").is_file()
+        assert gen.load_generator(out / "generator.pt").classes == ["a", "b", "c"]
+        again = run("generator.py", "--data", folder, "--steps", "3", "--name", "test_gan_readme", cwd=ROOT)
+        assert "exists; pass --overwrite" in cli_error(again)  # a second run never replaces the first silently
+    finally:
+        import shutil
+        shutil.rmtree(ROOT / "runs" / "test_gan_readme", ignore_errors=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "checkpoints/embedded_gan.pt"], "--out checkpoints/embedded_gan.pt --overwrite"),
+    (["--out", "checkpoints/new_gan.pt"], "the shipped generators: write under runs/"),
+    (["--out", "checkpoints", "--overwrite"], "is a folder"),
+])
+def test_generator_writes_into_checkpoints_only_when_named_with_overwrite(tmp_path, args, message):
+    folder = image_folder(tmp_path / "d", {"a": 2, "b": 2})
+    before = git_status("checkpoints")
+    assert message in cli_error(run("generator.py", "--data", folder, "--steps", "1", *args, cwd=ROOT))
+    assert git_status("checkpoints") == before and not (ROOT / "checkpoints" / "new_gan.pt").exists()
+
+
+def test_ctrl_c_in_generator_training_keeps_what_was_trained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
+    folder = image_folder(tmp_path / "d", {"a": 4, "b": 4})
+    real, calls = gen.d_loss, []
+
+    def d_loss(*a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a)
+    monkeypatch.setattr(gen, "d_loss", d_loss)
+    cfg = gen.Config(data=str(folder), steps=50, batch_size=4, width=4, latent_dim=8)
+    gen.train(cfg, tmp_path / "g.pt")
+    assert gen.load_generator(tmp_path / "g.pt").config["steps"] == 2  # the two steps that were done
+
+
+def test_a_hand_edited_generator_checkpoint_is_one_line(tmp_path, tiny_G):
+    path = tmp_path / "g.pt"
+    gen.save_generator(tiny_G, path, {}, ["a", "b", "c"])
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["latent_dim"] = "8"
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="malformed: latent_dim '8'"):
+        gen.load_generator(path)
+
+
+def test_pretrain_refuses_train_and_test_folders_of_different_classes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
+    missing = image_folder(tmp_path / "missing", {"a": 10, "b": 10, "c": 10}, splits=("train",))
+    image_folder(missing, {"a": 3, "c": 3}, splits=("test",))  # b is missing: c's images would be scored as b
+    extra = image_folder(tmp_path / "extra", {"a": 10, "b": 10}, splits=("train",))
+    image_folder(extra, {"a": 3, "b": 3, "z": 3}, splits=("test",))
+    for root in (missing, extra):
+        msg = main_error(["--method", "none", "--data", str(root), "--name", "x"])
+        assert "class lists differ" in msg and not (tmp_path / "runs").exists()
+
+
+def test_a_world_and_data_of_different_classes_are_refused(tmp_path, monkeypatch, tiny_G):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
+    three = image_folder(tmp_path / "three", {"a": 10, "b": 10, "c": 10})
+    msg = main_error([*TINY, "--data", str(three), "--probe", "--name", "x"])  # the 10-class digit generator
+    assert "class lists differ" in msg and "'0', '1'" in msg and "'a', 'b', 'c'" in msg
+    small = tmp_path / "three_gan.pt"
+    gen.save_generator(tiny_G, small, {}, ["a", "b", "c"])
+    msg = main_error([*TINY, "--generator", small, "--probe", "--name", "y"])  # a 3-class world, digit data
+    assert "class lists differ" in msg and not (tmp_path / "runs").exists()
+
+
+def test_a_finished_run_answers_only_its_own_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    first = pretrain.main([*TINY, "--name", "ref"])
+    assert pretrain.main([*TINY, "--name", "ref", "--device", "cpu"]) == first  # a reporting flag: the same run
+    msg = main_error([*TINY, "--name", "ref", "--lr", "5e-3", "--method", "genrep"])
+    assert "already finished as another experiment" in msg and "lr 0.001 there, 0.005 here" in msg
+    assert "method 'palmup' there, 'genrep' here" in msg
+
+
+def test_an_interrupted_overwrite_resumes_as_the_new_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    pretrain.main([*TINY, "--name", "ref"])
+    restore = crash_at(monkeypatch, 8)
+    with pytest.raises(SystemExit, match="interrupted at update 8"):
+        pretrain.main([*TINY, "--name", "ref", "--overwrite", "--seed", "3"])
+    restore()
+    assert not (tmp_path / "runs" / "ref" / "result.json").exists()  # the old result no longer answers
+    capsys.readouterr()
+    result = pretrain.main([*TINY, "--name", "ref", "--seed", "3"])  # no --overwrite: the redo resumes
+    assert "resuming runs/ref from update 5" in capsys.readouterr().out and result["seed"] == 3
+    restore = crash_at(monkeypatch, 3)
+    with pytest.raises(SystemExit):
+        pretrain.main([*TINY, "--name", "again", "--checkpoint-every", "2"])
+    restore()
+    pretrain.main([*TINY, "--name", "again", "--checkpoint-every", "2", "--overwrite"])
+    assert "starting runs/again over from update 0" in capsys.readouterr().out
+
+
+def test_resume_refuses_fewer_updates_than_were_done(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crash_at(monkeypatch, 8)
+    with pytest.raises(SystemExit, match="interrupted"):
+        pretrain.main([*TINY, "--name", "r"])
+    msg = main_error([*TINY, "--name", "r", "--updates", "3"])
+    assert "at update 5, past --updates 3" in msg
+
+
+def test_resume_refuses_another_generator_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    world = tmp_path / "g.pt"
+    world.write_bytes((ROOT / "checkpoints" / "embedded_gan.pt").read_bytes())
+    args = [*TINY, "--generator", world, "--name", "r"]
+    crash_at(monkeypatch, 8)
+    with pytest.raises(SystemExit, match="interrupted"):
+        pretrain.main(args)
+    G = gen.load_generator(world)
+    with torch.no_grad():
+        G.out.bias.add_(0.1)  # another generator at the same path
+    gen.save_generator(G, world, G.config, G.classes)
+    assert "another generator file" in main_error(args)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--probe-images", "1"], "probe_images == 0 or >= 10"),
+    (["--sac-alpha", "-1"], "0 < sac_alpha < inf"),
+    (["--sac-alpha", "nan"], "0 < sac_alpha < inf"),
+    (["--sac-gamma", "nan"], "0 <= sac_gamma < 1"),
+    (["--sac-gamma", "1.5"], "0 <= sac_gamma < 1"),
+    (["--sac-updates", "0"], "sac_updates >= 1"),
+    (["--lr", "1e12"], "0 < lr <= 1"),
+    (["--temperature", "1e-30"], "1e-3 <= temperature <= 10"),
+    (["--snapshots", "5,99"], "snapshots in 1..updates"),
+    (["--ema", "1"], "0 <= ema < 1"),
+])
+def test_pretrain_flags_out_of_range_stop_before_any_file(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert message in main_error([*TINY, "--name", "x", *args]) and not (tmp_path / "runs").exists()
+
+
+def test_a_nan_generator_or_checkpoint_is_one_short_line(tmp_path, monkeypatch, tiny_G):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "nan_gan.pt"
+    G = gen.load_generator(SHIPPED)
+    with torch.no_grad():
+        G.fc.weight[0, 0] = float("nan")
+    gen.save_generator(G, bad, G.config, G.classes)
+    msg = main_error([*TINY, "--generator", bad, "--name", "x"])
+    assert "non-finite" in msg and "fc.weight" in msg and len(msg) < 300 and not (tmp_path / "runs").exists()
+    crash_at(monkeypatch, 8)
+    with pytest.raises(SystemExit, match="interrupted"):
+        pretrain.main([*TINY, "--name", "r"])
+    ckpt_path = tmp_path / "runs" / "r" / "ckpt.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    next(iter(ckpt["model"].values())).fill_(float("nan"))
+    torch.save(ckpt, ckpt_path)
+    msg = main_error([*TINY, "--name", "r"])
+    assert "non-finite" in msg and len(msg) < 300
+
+
+def test_diverging_features_stop_with_one_short_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    real = pretrain.encoder_step
+
+    def blow_up(run, *a, **k):  # what a far too large step does to the weights
+        out = real(run, *a, **k)
+        with torch.no_grad():
+            next(run.model.encoder.parameters()).fill_(float("inf"))
+        return out
+    monkeypatch.setattr(pretrain, "encoder_step", blow_up)
+    msg = main_error([*TINY, "--name", "x"])
+    assert "NaN or inf at update 1" in msg and len(msg) < 200 and "tensor" not in msg.lower()
+
+
+def test_a_decompression_bomb_or_disk_full_is_one_line(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
+    root = image_folder(tmp_path / "bomb", {"a": 1}, size=16)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 16 x 16 = 256 > 2 x 100: PIL calls it a bomb
+    with pytest.raises(ValueError, match=r"cannot read image .*0\.png"):
+        data.load_split(str(root), "train")
+    from common import save_atomic
+    target = tmp_path / "ckpt.pt"
+    save_atomic({"step": 1}, target)
+
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file data/0")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="could not write .*ckpt.pt .* is unchanged"):
+        save_atomic({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"step": 1}  # the previous checkpoint survived
+
+
+def test_ctrl_c_while_pretrain_loads_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pretrain, "Run", interrupted)
+    with pytest.raises(SystemExit, match="interrupted while loading; nothing was written"):
+        pretrain.main([*TINY, "--name", "x"])
+    assert not (tmp_path / "runs").exists()

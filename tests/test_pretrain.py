@@ -81,7 +81,8 @@ def test_end_to_end_smoke_run_writes_outputs_and_beats_chance(tmp_path):
     assert stages <= set(result["stage_s"]) and all(v >= 0 for v in result["stage_s"].values())
     ckpt = torch.load(out / "encoder.pt", weights_only=True)
     assert ckpt["config"]["seed"] == 0 and ckpt["finished"]
-    again = run_cli("--updates", "40", "--generator", SHIPPED, cwd=tmp_path)  # finished: not redone silently
+    again = run_cli("--updates", "40", "--batch-size", "64", "--num-envs", "16", "--generator", SHIPPED,
+                    "--checkpoint-every", "20", "--probe-images", "5000", cwd=tmp_path)  # finished: not redone
     assert again.returncode == 0 and "already finished" in again.stdout
 
 
@@ -139,3 +140,49 @@ def test_augment_flag_augments_the_pairs_of_world_and_generator_methods(monkeypa
                                            augment=augment))
         pretrain.baseline_update(run)
     assert calls == [8, 8]  # both views, only with --augment
+
+
+# ---- every --method end to end, a few updates each ------------------------------------------------------------------
+SMOKE = ["--updates", "6", "--batch-size", "16", "--num-envs", "8", "--warmup", "2", "--buffer-size", "500",
+         "--checkpoint-every", "3", "--generator", SHIPPED, "--probe-images", "200", "--snapshots", "3,6"]
+
+
+@pytest.mark.parametrize("method", pretrain.METHODS)
+def test_every_method_runs_end_to_end(tmp_path, monkeypatch, method):
+    monkeypatch.chdir(tmp_path)
+    result = pretrain.main([*SMOKE, "--method", method, "--name", method])
+    out = tmp_path / "runs" / method
+    assert 0 <= result["linear_probe"] <= 1 and result["method"] == method
+    assert (out / "encoder.pt").is_file() and not (out / "ckpt.pt").exists()
+    assert (out / "agent.pt").is_file() == (method == "palmup")  # only Palm-up has an agent to keep
+    if method != "none":
+        snap = torch.load(out / "encoder_6.pt", weights_only=True)
+        final = torch.load(out / "encoder.pt", weights_only=True)
+        assert snap["update"] == 6 and all(torch.equal(snap["state_dict"][k], v) for k, v in final["state_dict"].items())
+        assert torch.load(out / "encoder_3.pt", weights_only=True)["update"] == 3
+
+
+def test_the_policy_file_rebuilds_the_actor(tmp_path, monkeypatch):
+    from agent import SAC, SACConfig
+    monkeypatch.chdir(tmp_path)
+    pretrain.main([*SMOKE, "--no-probe", "--name", "p"])
+    a = torch.load(tmp_path / "runs" / "p" / "agent.pt", weights_only=True)
+    sac = SAC(a["feature_dim"], a["action_dim"], SACConfig(**a["sac_config"]))
+    sac.actor.load_state_dict(a["actor"])
+    assert a["kind"] == "agent" and a["config"]["method"] == "palmup"
+    act = sac.act(torch.randn(5, a["feature_dim"]), deterministic=True)  # (5, d)
+    assert act.shape == (5, a["action_dim"]) and act.abs().max() <= 1
+
+
+def test_the_supervised_batch_labels_each_image_with_its_own_class(tmp_path, monkeypatch):
+    """Each class a flat colour of its own: the label of every image of the batch must be its colour's class."""
+    monkeypatch.chdir(tmp_path)
+    x = torch.arange(10).repeat_interleave(20).mul(25).to(torch.uint8)[:, None, None, None].expand(200, 3, 32, 32)
+    y = torch.arange(10).repeat_interleave(20)
+    monkeypatch.setattr(pretrain, "load_split", lambda data, split, download=False: (x.clone(), y.clone(),
+                                                                                     [str(c) for c in range(10)]))
+    run = pretrain.Run(pretrain.Config(method="supervised", name="s", batch_size=64, probe=False))
+    for _ in range(3):
+        v1, v2, labels = pretrain.PAIRS["supervised"](run)
+        colour = torch.cat([v1, v2])[:, 0, 0, 0]  # (2B,) in [-1, 1]
+        assert torch.equal(((colour + 1) * 127.5).round().long() // 25, labels)
