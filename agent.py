@@ -16,9 +16,8 @@ k, rms) on that batch (URLB computes APT on the next observation's representatio
 
 Replay memory: one transition = 2 * 3*32*32 = 6144 B of uint8 frames + 4*A B of float32 action + 8 B label.
 With A = 64 (the generator's latent size) that is 6408 B: 100k transitions = 0.64 GB, 1M = 6.4 GB (float32
-frames would be 4x that). Frames, not latents, are stored: sampling a batch of 512 uint8 frames and converting
-them costs milliseconds, re-decoding its 1024 frames with the generator hundreds of milliseconds on a 2-core x86
-CPU (`python benchmarks/apt_cost.py`, docs/performance.md).
+frames would be 4x that). Frames, not latents, are stored: sampling and converting stored frames is far cheaper
+than re-decoding them with the generator (`python benchmarks/apt_cost.py` measures both; docs/performance.md).
 """
 import copy
 import math

@@ -26,6 +26,15 @@ def is_biggan(name) -> bool:
     return str(name) in BIGGAN
 
 
+def check_biggan_flags(generator, classes: str, truncation: float, image_size: int) -> None:
+    """--classes, --truncation and --image-size: valid for a BigGAN world, left at their defaults for any other."""
+    if is_biggan(generator):
+        parse_classes(classes)  # a bad index or preset name stops here
+    elif classes or truncation != 1 or image_size != 32:
+        raise ValueError(f"--classes, --truncation and --image-size are for --generator biggan-deep-128 / -256 / "
+                         f"-512; {generator} draws 32x32 frames of its own classes")
+
+
 def parse_classes(spec: str, num_classes: int = 1000) -> list[int]:
     """--classes: "" (all), a preset name (BIGGAN_PRESETS) or comma-separated ImageNet indices -> ImageNet indices."""
     spec = spec.strip()

@@ -10,7 +10,6 @@
     run_dir(name)                  runs/<name>, refusing names that would write anywhere else
     RunLock(folder)                runs/<name>/.lock: one process per run folder
     timed(stages, key)             add a block's wall time to stages[key]
-    distributed(device), ...       torchrun: join the process group; broadcast, average and gather over ranks
 Files import downward only: common -> data -> encoder -> biggan -> generator -> world -> agent -> evaluate ->
 checkpoint -> pretrain -> transfer -> play.
 """
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parent
 DEVICES = ("auto", "cpu", "cuda")  # --device choices; "auto" = CUDA when present, else CPU
@@ -45,8 +43,8 @@ def pick_device(name: str) -> torch.device:
 
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed buffers instead of handing them back to the OS: by default every batch's
-    activations above 128 KiB come from fresh pages that the kernel must fault in and zero, which makes the
-    generator 1.2-1.8x slower on a 2-core x86 CPU (docs/performance.md). Linux/glibc only: returns whether both
+    activations above 128 KiB come from fresh pages that the kernel must fault in and zero, which slows the generator
+    down markedly (measured in docs/performance.md). Linux/glibc only: returns whether both
     settings were accepted (False elsewhere, where it does nothing)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -287,76 +285,3 @@ def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
     """'m' for one value, 'm ± s' (sample std, n - 1) for several, after multiplying by scale."""
     v = torch.tensor(values, dtype=torch.float64) * scale
     return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
-
-
-# ---- torchrun: data parallel over processes (docs/scale.md); a single process never calls these -------------------
-
-
-def distributed(device: str) -> tuple[int, int]:
-    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) -> (rank, world_size); (0, 1) without torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1
-    import torch.distributed as dist
-    cuda = pick_device(device).type == "cuda"
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    if dist.get_rank() > 0:
-        sys.stdout = open(os.devnull, "w")  # only rank 0 prints (errors still reach stderr)
-    return dist.get_rank(), world_size
-
-
-def broadcast(module: nn.Module) -> None:
-    """Every tensor of module.state_dict() (weights and buffers) from rank 0 to all ranks, in place."""
-    import torch.distributed as dist
-    for t in module.state_dict().values():
-        dist.broadcast(t, src=0)
-
-
-def average_grad(g: torch.Tensor) -> torch.Tensor:
-    """Gradient hook: the mean of g over the ranks."""
-    import torch.distributed as dist
-    g = g.clone()
-    dist.all_reduce(g)
-    return g / dist.get_world_size()
-
-
-def mean_over_ranks(log: dict) -> dict:
-    """The metrics of one update, averaged over the ranks."""
-    import torch.distributed as dist
-    v = torch.tensor(list(log.values()), dtype=torch.float64)  # (M,) one value per metric
-    if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
-        v = v.cuda()
-    dist.all_reduce(v)
-    return dict(zip(log, (v / dist.get_world_size()).tolist()))
-
-
-def gather_ranks(s: dict, rank: int, world_size: int, local: tuple) -> dict:
-    """Rank 0 gets the checkpoint s with s["ranks"][r] = rank r's own entries (the keys in `local`)."""
-    import torch.distributed as dist
-    own = {k: s.pop(k) for k in local if k in s}
-    own = to_cpu(own)  # gather_object pickles it
-    parts = [None] * world_size if rank == 0 else None
-    dist.gather_object(own, parts, dst=0)
-    return {**s, "ranks": parts, "world_size": world_size}
-
-
-def to_cpu(x):
-    """Tensors in nested dicts and lists -> the same structure on the CPU."""
-    if isinstance(x, torch.Tensor):
-        return x.cpu()
-    if isinstance(x, dict):
-        return {k: to_cpu(v) for k, v in x.items()}
-    return type(x)(to_cpu(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def own_part(s: dict, rank: int, world_size: int) -> dict:
-    """The checkpoint as rank `rank` resumes it: the shared weights plus its own part."""
-    saved = s.get("world_size", 1)
-    if saved != world_size:
-        raise ValueError(f"it was written by {saved} process(es), this run has {world_size}; resume with "
-                         f"--nproc_per_node {saved}")
-    own = dict(s["ranks"][rank])
-    return {**s, **own, "model": {**s["model"], **own.pop("bn")}}

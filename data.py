@@ -45,7 +45,7 @@ NUISANCE = dict(
     texture_contrast=0.3,  # background texture amplitude relative to the gap between the two background colours
     max_freq=6.0,  # stripes / checks frequency drawn from 2..max_freq
     min_contrast=0.45,  # min luminance gap between the digit and the mean background
-)  # Measured (README): harsher values (rotation 30, texture 0.6, freq 12) kept GAN-test at 12-33 %.
+)  # Harsher values make the digits too hard for the small GAN (docs/generators.md).
 FONTS = ["DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSans-BoldOblique", "DejaVuSansMono",
          "DejaVuSansMono-Bold", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSerif-Italic", "DejaVuSerif-BoldItalic",
          "STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "STIXGeneralBolIta", "cmr10", "cmss10", "cmtt10",

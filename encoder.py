@@ -38,7 +38,7 @@ def make_encoder(name: str = "cnn", width: int = 32) -> nn.Module:
         net.feature_dim = 512  # (B, 512)
     else:
         raise ConfigError(f"unknown encoder {name!r}; choose 'cnn' or 'resnet18'")
-    return net.to(memory_format=torch.channels_last)  # NHWC convs: 1.5x fwd + bwd on the CPU (docs/performance.md)
+    return net.to(memory_format=torch.channels_last)  # NHWC convs: faster on the CPU (docs/performance.md)
 
 
 class Model(nn.Module):

@@ -56,7 +56,7 @@ def load_encoder(path, device="cpu"):
     if not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint {path} not found (pretrain one with `python pretrain.py`)")
     ckpt = load_checkpoint(path, "encoder checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "encoder":
+    if ckpt.get("kind") != "encoder":  # load_checkpoint returns dicts only
         raise ValueError(f"{path} is not an encoder checkpoint (no kind='encoder' entry)")
     if not {"encoder", "width", "state_dict", "config"} <= ckpt.keys() or not isinstance(ckpt["config"], dict):
         raise ValueError(f"encoder checkpoint {path} lacks one of encoder, width, state_dict, config (a dict)")
@@ -153,6 +153,22 @@ def linear_probe(encoder, train_set, test_set, device="cpu", batch_size=256, **k
     """Test top-1 accuracy of a linear probe on the frozen encoder; sets are (uint8 images, labels) pairs."""
     f_train, f_test = (extract_features(encoder, x, device, batch_size) for x in (train_set[0], test_set[0]))
     return linear_probe_features(f_train, train_set[1], f_test, test_set[1], device=device, **kw)["test_acc"]
+
+
+def split_probe(encoder, train, test, split: str = "test", n: int = 0, device="cpu") -> dict:
+    """A pretraining run's closing probe: fit on train (x, y), score test (x, y, ...) -> {"linear_probe": acc}; with
+    split "val" fit on 90 % of train and score a fixed other 10 % -> {"linear_probe_val": acc} (choose settings
+    there, never on the test split). n > 0: only the first n training and n // 5 scored images (quick checks)."""
+    x, y = train
+    if split == "val":
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # the same 10 % in every run
+        (xtr, ytr), (xte, yte) = [(x[i], y[i]) for i in (perm[len(perm) // 10:], perm[:len(perm) // 10])]
+    else:
+        (xtr, ytr), (xte, yte) = (x, y), test[:2]
+    m = max(n // 5, 1) if n else len(xte)  # the whole scored split unless n cuts it
+    n = n or len(xtr)
+    key = "linear_probe" if split == "test" else "linear_probe_val"
+    return {key: round(linear_probe(encoder, (xtr[:n], ytr[:n]), (xte[:m], yte[:m]), device=device), 4)}
 
 
 def knn_probe(f_train, y_train, f_test, y_test, k=20, temperature=0.07, device="cpu", chunk_elems=2 ** 24) -> float:

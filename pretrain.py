@@ -25,7 +25,7 @@ Baselines (--method) replace steps 1-4 by a `pairs_<method>` function (PAIRS); t
 Writes runs/<name>/ only (runfiles.py). Re-running the same command resumes an interrupted run from its checkpoint,
 bit for bit on the CPU; a finished or interrupted run refuses a command that asks for a different experiment.
 """
-import contextlib, dataclasses, json, math, os, sys, time
+import contextlib, dataclasses, json, math, sys, time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,12 +34,11 @@ import torch.nn.functional as F
 
 import runfiles
 from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward, knn_spread
-from biggan import is_biggan, parse_classes
-from common import (ConfigError, RunLock, distributed, mean_over_ranks, parse_config, pick_device, require, run_dir,
-                    save_atomic, seed_everything, timed)
+from biggan import check_biggan_flags, is_biggan
+from common import RunLock, parse_config, pick_device, require, run_dir, save_atomic, seed_everything, timed
 from data import check_classes, load_split, load_splits, to_float, to_uint8
 from encoder import Model, augment, info_nce
-from evaluate import linear_probe
+from evaluate import split_probe
 from generator import load_generator
 from world import LatentWorld, WorldConfig, latent_step, save_filmstrip
 
@@ -108,7 +107,8 @@ class Run:
         self.cfg, self.dir = cfg, run_dir(cfg.name)
         self.rank, self.world_size = rank, world_size  # torchrun: this process and how many there are (distributed())
         self.device = pick_device(cfg.device)
-        self.x, self.y, classes = load_split(cfg.data, "train", cfg.download) if needs_images(cfg) else (None, None, [])
+        needs_images = cfg.method in ("simclr", "supervised") or cfg.probe
+        self.x, self.y, classes = load_split(cfg.data, "train", cfg.download) if needs_images else (None, None, [])
         self.model = Model(cfg.encoder, cfg.width, cfg.proj_dim, max(len(classes), 1),
                            supervised=cfg.method == "supervised").to(self.device)
         self.net = self.model  # what the encoder step calls: the model, or its DDP wrapper (runfiles.distribute)
@@ -133,10 +133,6 @@ class Run:
             self.rms = RMS(device=self.device)
         if self.world is not None:
             self.obs = self.world.reset()  # (N, 3, S, S), S = cfg.image_size
-
-
-def needs_images(cfg: Config) -> bool:
-    return cfg.method in ("simclr", "supervised") or cfg.probe
 
 
 # ---- Fig. 1C: one iteration of Palm-up, in the order it runs (module docstring, steps 1-7) ---------------------------
@@ -262,7 +258,7 @@ def train(run: Run, update=None) -> None:
     """The loop: `update` (Palm-up's iteration, or a baseline's) until cfg.updates, with logs, checkpoints, files."""
     from tqdm import tqdm
     cfg, update = run.cfg, update or (palmup_update if run.cfg.method == "palmup" else baseline_update)
-    snapshots = parse_snapshots(cfg.snapshots)
+    snapshots = runfiles.parse_snapshots(cfg.snapshots)
     if run.step == 0 and run.rank == 0:
         with timed(run.stage_s, "filmstrips, checkpoints, plots"):
             filmstrip(run, run.dir / "filmstrip_start.png")
@@ -281,7 +277,7 @@ def train(run: Run, update=None) -> None:
             bar.update()
             if run.step % 10 == 0:
                 if run.world_size > 1:
-                    log = mean_over_ranks(log)  # every rank logs and checks the same numbers
+                    log = runfiles.mean_over_ranks(log)  # every rank logs and checks the same numbers
                 log.update(update=run.step, time_s=round(run.wall + time.time() - t0, 2))  # since the start
                 run.metrics.append(log)
                 bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
@@ -295,8 +291,7 @@ def train(run: Run, update=None) -> None:
                     runfiles.save_checkpoint(run)
     run.wall += time.time() - t0  # the training loop only
     if run.world_size > 1:
-        from common import broadcast
-        broadcast(run.model)  # BN running statistics too: every rank ends with what rank 0 saves
+        runfiles.broadcast(run.model)  # BN running statistics too: every rank ends with what rank 0 saves
     if run.rank > 0:
         return
     with timed(run.stage_s, "filmstrips, checkpoints, plots"):
@@ -340,18 +335,11 @@ def filmstrip(run: Run, path) -> None:
 
 
 # ---- before and after: the flags, the probe, main ---------------------------------------------------------------------
-def parse_snapshots(spec: str) -> set[int]:
-    try:
-        return {int(s) for s in spec.split(",") if s.strip()}
-    except ValueError:
-        raise ConfigError(f"--snapshots takes comma-separated update counts, got {spec!r}") from None
-
-
 def check(cfg: Config) -> None:
     """Every flag, before anything is loaded or written."""
     run_dir(cfg.name)
     finite = lambda v, lo, hi: lo < v <= hi  # noqa: E731  (NaN fails every comparison)
-    snaps = parse_snapshots(cfg.snapshots)
+    snaps = runfiles.parse_snapshots(cfg.snapshots)
     require({"updates >= 1": cfg.updates >= 1, "batch_size >= 2": cfg.batch_size >= 2, "1e-3 <= temperature <= 10":
              1e-3 <= cfg.temperature <= 10, "0 < lr <= 1": finite(cfg.lr, 0, 1), "width >= 1": cfg.width >= 1,
              "proj_dim >= 1": cfg.proj_dim >= 1, "1 <= num_envs <= 65536": 1 <= cfg.num_envs <= 65536,
@@ -365,42 +353,7 @@ def check(cfg: Config) -> None:
              "0 < truncation <= 1": 0 < cfg.truncation <= 1, "8 <= image_size <= 512": 8 <= cfg.image_size <= 512},
             "pretrain")
     WorldConfig.of(cfg)  # horizon, mix, ema, action_scale: the world's own rules
-    if is_biggan(cfg.generator):
-        parse_classes(cfg.classes)  # a bad index or preset name stops here
-    elif cfg.classes or cfg.truncation != 1 or cfg.image_size != 32:
-        raise ConfigError(f"--classes, --truncation and --image-size are for --generator biggan-deep-128 / -256 / "
-                          f"-512; {cfg.generator} draws 32x32 frames of its own classes")
-
-
-def probe(run: Run, test_split) -> dict:
-    """The linear probe (evaluate.py) on the test split, or on a fixed 10 % of train with --probe-split val."""
-    cfg = run.cfg
-    if cfg.probe_split == "val":  # a fixed 10 % of train: settings are chosen here, never on the test split
-        perm = torch.randperm(len(run.x), generator=torch.Generator().manual_seed(0))
-        (xtr, ytr), (xte, yte) = [(run.x[i], run.y[i]) for i in (perm[len(perm) // 10:], perm[:len(perm) // 10])]
-    else:
-        (xtr, ytr), (xte, yte, _) = (run.x, run.y), test_split  # loaded by main() before training
-    n = cfg.probe_images or len(xtr)
-    m = max(n // 5, 1) if cfg.probe_images else len(xte)  # the whole test split unless --probe-images cuts it
-    train, test = (xtr[:n], ytr[:n]), (xte[:m], yte[:m])
-    with timed(run.stage_s, "linear probe", run.device):
-        key = "linear_probe" if cfg.probe_split == "test" else "linear_probe_val"
-        return {key: round(linear_probe(run.model.encoder, train, test, device=run.device), 4)}
-
-
-def finished(cfg: Config, out) -> dict | None:
-    """The result of a finished run of this same experiment, None if there is none; another experiment: refused."""
-    if not (out / "result.json").exists() or cfg.overwrite:
-        return None
-    result = json.loads((out / "result.json").read_text())
-    saved, _ = result.pop("config", None), result.pop("generator_id", None)
-    if saved is None and (out / "encoder.pt").is_file():  # a result.json written before it kept its config
-        saved = torch.load(out / "encoder.pt", map_location="cpu", weights_only=True).get("config")
-    what = runfiles.config_diff(saved or {}, dataclasses.asdict(cfg), REPORTING) if saved is not None else ""
-    if what:
-        raise ConfigError(f"run {cfg.name} already finished as another experiment ({what}); pass --overwrite to redo "
-                          f"it, or choose another --name")
-    return result
+    check_biggan_flags(cfg.generator, cfg.classes, cfg.truncation, cfg.image_size)
 
 
 def main(argv=None) -> dict:
@@ -409,17 +362,16 @@ def main(argv=None) -> dict:
     try:
         check(cfg)
         out = run_dir(cfg.name)
-        result = finished(cfg, out)
+        result = runfiles.finished(cfg, out, REPORTING)
         if result is not None:
             print(f"run {cfg.name} already finished: {result}; pass --overwrite (or another --name) to redo it")
             return result
-        rank, world_size = distributed(cfg.device)
+        rank, world_size = runfiles.distributed(cfg.device)
         seed_everything(cfg.seed + rank)  # rank 0 draws what a single process draws
         print(f"seed {cfg.seed} | method {cfg.method} | device {pick_device(cfg.device)} | run {out}")
         if world_size > 1:
-            print(f"torchrun: {world_size} processes | per update {world_size} x {cfg.batch_size} = "
-                  f"{world_size * cfg.batch_size} pairs | {world_size} x {cfg.num_envs} = {world_size * cfg.num_envs} "
-                  f"envs, each rank with its own world seed and replay buffer")
+            print(f"torchrun: {world_size} processes | per update {world_size} x {cfg.batch_size} pairs, {world_size} x "
+                  f"{cfg.num_envs} envs, each rank with its own world seed and replay buffer")
         t_load = time.perf_counter()
         run = Run(cfg, rank, world_size)
         test_split = None
@@ -435,8 +387,6 @@ def main(argv=None) -> dict:
     try:
         with RunLock(out) if rank == 0 else contextlib.nullcontext():  # rank 0 owns the run folder
             runfiles.resume_or_start(run, MAY_CHANGE)
-            if rank == 0 and cfg.overwrite:
-                (out / "result.json").unlink(missing_ok=True)  # an interrupted redo must not pass for the old run
             if world_size > 1:
                 runfiles.distribute(run)
             run.stage_s["load data + generator"] = run.stage_s.get("load data + generator", 0.0) + t_load
@@ -453,7 +403,9 @@ def main(argv=None) -> dict:
                            "envs": world_size * cfg.num_envs}
             if cfg.probe:
                 try:
-                    result |= probe(run, test_split)
+                    with timed(run.stage_s, "linear probe", run.device):
+                        result |= split_probe(run.model.encoder, (run.x, run.y), test_split, cfg.probe_split,
+                                              cfg.probe_images, run.device)
                 except KeyboardInterrupt:
                     sys.exit(f"interrupted during the linear probe: {out}/encoder.pt is complete; score it with "
                              f"`python evaluate.py {out}`")

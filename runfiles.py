@@ -8,13 +8,13 @@
     metrics.csv, curves.png, result.json
 None of this is the method: pretrain.py reads top to bottom without it. The run object it takes is pretrain.Run.
 """
-import csv, dataclasses, hashlib, math
+import csv, dataclasses, hashlib, json, math, os, sys
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
-from common import (ConfigError, atomic_path, average_grad, broadcast, gather_ranks, load_checkpoint, own_part,
-                    require_finite_weights, save_atomic)
+from common import ConfigError, atomic_path, load_checkpoint, pick_device, require_finite_weights, save_atomic
 
 LOCAL = ("rng", "cuda_rng", "world", "buffer", "rms", "bn")  # checkpoint parts each torchrun rank has its own of
 
@@ -86,10 +86,12 @@ def resume_or_start(run, may_change) -> None:
     """Load runs/<name>/ckpt.pt into `run` when there is one, refusing a checkpoint of another experiment: another
     config (outside `may_change`), another generator file, or more updates done than this command asks for."""
     ckpt = run.dir / "ckpt.pt"
-    if not ckpt.exists():
-        return
-    if run.cfg.overwrite:
-        print(f"--overwrite: starting {run.dir} over from update 0 (its checkpoint is replaced at the first save)")
+    if run.cfg.overwrite and run.rank == 0:  # an interrupted redo must pass neither for the old run nor resume it
+        (run.dir / "result.json").unlink(missing_ok=True)
+        if ckpt.exists():
+            print(f"--overwrite: starting {run.dir} over from update 0")
+            ckpt.unlink()
+    if not ckpt.exists() or run.cfg.overwrite:
         return
     s = load_checkpoint(ckpt, "checkpoint", run.device)
     what = config_diff(s.get("config", {}), dataclasses.asdict(run.cfg), may_change)
@@ -109,6 +111,28 @@ def resume_or_start(run, may_change) -> None:
         first = str(e).replace("\n", " ")[:200]
         raise ValueError(f"checkpoint {ckpt} cannot be resumed ({first}); pass --overwrite to start over") from None
     print(f"resuming {run.dir} from update {run.step}")
+
+
+def parse_snapshots(spec: str) -> set[int]:
+    try:
+        return {int(s) for s in spec.split(",") if s.strip()}
+    except ValueError:
+        raise ConfigError(f"--snapshots takes comma-separated update counts, got {spec!r}") from None
+
+
+def finished(cfg, out, reporting) -> dict | None:
+    """The result of a finished run of this same experiment, None if there is none; another experiment: refused."""
+    if not (out / "result.json").exists() or cfg.overwrite:
+        return None
+    result = json.loads((out / "result.json").read_text())
+    saved, _ = result.pop("config", None), result.pop("generator_id", None)
+    if saved is None and (out / "encoder.pt").is_file():  # a result.json written before it kept its config
+        saved = torch.load(out / "encoder.pt", map_location="cpu", weights_only=True).get("config")
+    what = config_diff(saved or {}, dataclasses.asdict(cfg), reporting) if saved is not None else ""
+    if what:
+        raise ConfigError(f"run {cfg.name} already finished as another experiment ({what}); pass --overwrite to redo "
+                          f"it, or choose another --name")
+    return result
 
 
 # ---- the finished run's files ---------------------------------------------------------------------------------------
@@ -150,7 +174,77 @@ def plot(metrics: list, folder: Path) -> None:
     plt.close(fig)
 
 
-# ---- torchrun: N processes, one model (docs/scale.md) ---------------------------------------------------------------
+# ---- torchrun: N processes, one model (docs/scale.md); a single process never calls these ---------------------------
+def distributed(device: str) -> tuple[int, int]:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) -> (rank, world_size); (0, 1) without torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    import torch.distributed as dist
+    cuda = pick_device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if dist.get_rank() > 0:
+        sys.stdout = open(os.devnull, "w")  # only rank 0 prints (errors still reach stderr)
+    return dist.get_rank(), world_size
+
+
+def broadcast(module: nn.Module) -> None:
+    """Every tensor of module.state_dict() (weights and buffers) from rank 0 to all ranks, in place."""
+    import torch.distributed as dist
+    for t in module.state_dict().values():
+        dist.broadcast(t, src=0)
+
+
+def average_grad(g: torch.Tensor) -> torch.Tensor:
+    """Gradient hook: the mean of g over the ranks."""
+    import torch.distributed as dist
+    g = g.clone()
+    dist.all_reduce(g)
+    return g / dist.get_world_size()
+
+
+def mean_over_ranks(log: dict) -> dict:
+    """The metrics of one update, averaged over the ranks."""
+    import torch.distributed as dist
+    v = torch.tensor(list(log.values()), dtype=torch.float64)  # (M,) one value per metric
+    if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+        v = v.cuda()
+    dist.all_reduce(v)
+    return dict(zip(log, (v / dist.get_world_size()).tolist()))
+
+
+def gather_ranks(s: dict, rank: int, world_size: int, local: tuple) -> dict:
+    """Rank 0 gets the checkpoint s with s["ranks"][r] = rank r's own entries (the keys in `local`)."""
+    import torch.distributed as dist
+    own = {k: s.pop(k) for k in local if k in s}
+    own = to_cpu(own)  # gather_object pickles it
+    parts = [None] * world_size if rank == 0 else None
+    dist.gather_object(own, parts, dst=0)
+    return {**s, "ranks": parts, "world_size": world_size}
+
+
+def to_cpu(x):
+    """Tensors in nested dicts and lists -> the same structure on the CPU."""
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: to_cpu(v) for k, v in x.items()}
+    return type(x)(to_cpu(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def own_part(s: dict, rank: int, world_size: int) -> dict:
+    """The checkpoint as rank `rank` resumes it: the shared weights plus its own part."""
+    saved = s.get("world_size", 1)
+    if saved != world_size:
+        raise ValueError(f"it was written by {saved} process(es), this run has {world_size}; resume with "
+                         f"--nproc_per_node {saved}")
+    own = dict(s["ranks"][rank])
+    return {**s, **own, "model": {**s["model"], **own.pop("bn")}}
+
+
 def distribute(run) -> None:
     """After a resume: every rank takes rank 0's weights, and DDP averages the gradients of the encoder + head and of
     the SAC networks over the ranks in each backward, so the weights stay the same on every rank."""

@@ -10,28 +10,24 @@ The task: goal reaching in the latent world (world.py). N episodes run in lock-s
 M = E[J^T J] / P, J = dG(z, y)/dz (P pixels, mean over the prior), is the pixel metric pulled back to the latent
 space (Arvanitidis et al. 2018, "Latent space oddity"), averaged: each direction counts as much as it changes the
 picture. Like ||dz|| / sqrt(d) (`--distance euclid`, M = I) it is ~sqrt(2) between independent N(0, I) latents.
-Not the plain ||dz||: most of z does not show. With the embedded generator 8 of M's 64 eigen-directions hold 95 %
-of its trace; a ridge regression recovers 5-8 % of z's variance from the features of the encoders tried, but
-68-75 % of the M-weighted z. With the plain distance the image agents end below uniform-random actions (-28.6 vs
--22.4, docs/transfer.md). A reward on the pixels, -RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off
-the prior.
+Not the plain ||dz||: most of z does not show in the image, so no image-based agent can see it (with it the image
+agents end below uniform-random actions; docs/transfer.md measures this). A reward on the pixels,
+-RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off the prior.
 The agent never sees a latent, except the "oracle", whose s_t = [z_t, z_goal]. Every agent is agent.SAC with the
 same settings, env steps and seeds. A curve point is the mean return (sum of the H rewards) of the deterministic
 policy tanh(mean) on fixed evaluation episodes, the same for every agent and seed (paired comparisons). References:
     uniform-random  a_t ~ U[-1, 1]^d: z_t stays ~N(0, I) (world.py), the distance ~sqrt(2)
     greedy          knows z_t and the dynamics: a_t = clip((z_goal - rho z_t) / (sqrt(1 - rho^2) w s), -1, 1)
                     puts the mean of z_t+1 on the goal where |a_t| <= 1 allows; the noise is what is left
-World coefficients: pretraining's (w = 0.5, rho = 0.8, s = sqrt(3)), so Palm-up's encoder sees its own world. They
-leave enough control: a unit action moves z by sqrt(1 - rho^2) w s = 0.52, as much as the noise's std per step,
-and holding z on a goal needs |a| = (1 - rho) |z_goal| / 0.52 < 1 for 99 % of the coordinates. Embedded generator,
-H = 16: uniform-random -22.1, greedy -9.7, the oracle's SAC -11.6. Our SAC settings beat agent.SACConfig's (-13.9,
-twice slower) on the oracle (docs/transfer.md). Features are standardised with the mean / std of random frames G(z, y),
-as
-in the linear probe: SAC gets inputs of one scale whatever the encoder. Replay holds the features (s, a, r, s'),
+World coefficients: pretraining's (world.WorldConfig), so Palm-up's encoder sees its own world. They leave enough
+control: a unit action moves z by sqrt(1 - rho^2) w s = 0.52, as much as the noise's std per step, and holding z on
+a goal needs |a| = (1 - rho) |z_goal| / 0.52 < 1 for 99 % of the coordinates. The SAC settings below were chosen on
+the oracle (docs/transfer.md, with the references' returns). Features are standardised with the mean / std of random
+frames G(z, y), as in the linear probe: SAC gets inputs of one scale whatever the encoder. Replay holds the features (s, a, r, s'),
 not agent.ReplayBuffer's uint8 frames: they never change (frozen encoder), and no frame is re-encoded per update.
 s' of an episode's last step is its true successor, same goal; agent.SAC always bootstraps (time limit).
 
-    python transfer.py                  # oracle vs random-init, 1 seed, references: ~2.5 min on one CPU thread
+    python transfer.py                  # oracle vs random-init, 1 seed, references: minutes on one CPU thread
     python transfer.py --encoders runs/palmup_s0 runs/genrep_s0/encoder.pt random-init oracle --seeds 0 1 2
     python transfer.py --generator checkpoints/cifar10_gan.pt --out runs/transfer_cifar10 --encoders ...
 Each (encoder, seed) result is cached in <out>/<label>_s<seed>.json: a rerun computes only the missing rows (and
@@ -71,7 +67,7 @@ class Config:
     warmup: int = 1024  # env steps of uniform-random actions before SAC acts and learns
     updates_per_step: float = 0.0625  # SAC updates per env transition (4,096 updates by default)
     batch_size: int = 128  # transitions per SAC update
-    hidden: int = 128  # SAC hidden width (agent.SACConfig: 256; docstring: measured)
+    hidden: int = 128  # SAC hidden width (agent.SACConfig: 256; chosen on the oracle: docs/transfer.md)
     gamma: float = 0.5  # SAC discount (agent.SACConfig: 0.99)
     init_alpha: float = 1e-3  # SAC initial temperature (agent.SACConfig: 0.1)
     lr_actor: float = 1e-3  # SAC actor Adam lr (agent.SACConfig: 3e-4)
@@ -270,7 +266,7 @@ def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
         if steps % cfg.eval_every < cfg.num_envs or steps >= cfg.env_steps:
             point()
     if any(not torch.equal(v, frozen[k]) for k, v in (encoder.state_dict() if encoder is not None else {}).items()):
-        raise RuntimeError("the frozen encoder changed during RL")  # cannot happen: features are taken no_grad
+        raise RuntimeError("the frozen encoder changed during RL")  # weights or BN statistics: eval mode is a must
     return {"curve": curve, "final": curve[-1], "sac_updates": updates, "wall_time_s": round(
         time.perf_counter() - t_start, 1), "time_s": {k: round(v, 1) for k, v in times.items()}}
 

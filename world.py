@@ -145,9 +145,9 @@ class LatentWorld:
     def step(self, action: torch.Tensor):
         if action.shape != (self.num_envs, self.latent_dim):
             raise ValueError(f"action must have shape {(self.num_envs, self.latent_dim)}, got {tuple(action.shape)}")
-        # Each torch op here costs 6-16 us just after G has run (G evicts the caches), ~1 % of a batch-1 decode on the
-        # CPU: so one op (the inf-norm, which propagates NaN) and one sync check the range and NaN at once, and the
-        # clock's tensors are made once per time index.
+        # Every torch op here shows at batch 1, right after G has evicted the caches (docs/performance.md): so one op
+        # (the inf-norm, which propagates NaN) and one sync check the range and NaN at once, and the clock's tensors
+        # are made once per time index.
         max_abs = torch.linalg.vector_norm(action, math.inf).item()
         if not max_abs <= 1 + 1e-6:  # NaN <= 1 is False
             bad = "NaN or inf" if not max_abs < math.inf else f"max |a| = {max_abs:.3g}"

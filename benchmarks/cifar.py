@@ -172,7 +172,7 @@ def explore(cfg: Config) -> None:
 
 def probe_snapshot(path: Path, data, device) -> dict:
     """Linear probes of one encoder snapshot (evaluate.py): on pretrain.py's validation split (fit on 90 % of train,
-    score a fixed 10 %; the rule of pretrain.probe) and on the test split. data = ((x, y) train, (x, y) test)."""
+    score a fixed 10 %; the rule of evaluate.split_probe) and on the test split. data = ((x, y) train, (x, y) test)."""
     encoder, ((x, y), test) = load_encoder(path, device)[0], data
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     fit, val = perm[len(perm) // 10:], perm[:len(perm) // 10]

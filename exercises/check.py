@@ -145,8 +145,8 @@ def check_1(module, budget=EX1_BUDGET, min_probe: float = 0.15, name: str = "exe
         raise ExerciseFailed(f"pretrain.py called your info_nce {len(calls)} times in {cfg.updates} updates")
     if losses[-1] >= chance or (len(losses) > 1 and losses[-1] >= losses[0]):
         raise ExerciseFailed(f"with your loss the InfoNCE did not fall: {losses} (log B = {chance:.2f})")
-    if result.get("linear_probe", 1.0) <= min_probe:
-        raise ExerciseFailed(f"linear probe {result['linear_probe']:.3f} after pretraining with your loss: not "
+    if not result.get("linear_probe", -1.0) > min_probe:  # a run that did not probe fails too
+        raise ExerciseFailed(f"linear probe {result.get('linear_probe')} after pretraining with your loss: not "
                              f"above {min_probe} (chance 0.1)")
     say(f"2. pretrain.py with YOUR info_nce: {cfg.updates} updates of {cfg.batch_size} pairs in "
         f"{time.time() - t0:.0f} s (runs/{name}); InfoNCE {losses[0]:.2f} -> {losses[-1]:.2f} "
@@ -218,6 +218,9 @@ def check_2(module) -> None:
     tight = student(torch.randn(256, 16, generator=g) * 0.1, 12).mean().item()
     if r.argmax().item() != 50:
         raise ExerciseFailed("an outlier far from a tight cluster should earn the largest reward")
+    if not spread > tight:
+        raise ExerciseFailed(f"a spread-out batch should earn a larger mean reward than a tight one (got {spread:.2f} "
+                             f"vs {tight:.2f}): the reward must grow with the distance to the neighbours")
     say(f"   evidence: an outlier earns {r[50]:.2f} vs {r[:50].mean():.2f} for the cluster's points; mean reward "
         f"of a spread batch {spread:.2f} vs a tight one {tight:.2f} (exploring = spreading the features)")
 

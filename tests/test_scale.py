@@ -7,8 +7,7 @@ import torch
 import torch.nn as nn
 
 import biggan
-import common
-import generator as gen
+import runfiles
 import pretrain
 from common import ROOT
 from world import LatentWorld, WorldConfig, rollout
@@ -239,4 +238,4 @@ def test_an_interrupted_two_process_run_resumes(two_ranks, tmp_path):
 
 def test_a_single_process_checkpoint_is_not_resumed_by_two():
     with pytest.raises(ValueError, match="written by 1 process"):
-        common.own_part({"step": 3}, rank=0, world_size=2)
+        runfiles.own_part({"step": 3}, rank=0, world_size=2)

@@ -92,6 +92,15 @@ def test_encoder_stays_frozen_and_same_seed_gives_same_returns(tiny_G):
     assert first["curve"][-1]["return"] != other["curve"][-1]["return"]
 
 
+def test_the_frozen_encoder_guard_fires_when_bn_statistics_drift(tiny_G, monkeypatch):
+    """The guard is not decoration: an encoder that stayed in train mode would update its BN statistics."""
+    cfg = tiny_cfg(env_steps=64, warmup=32, eval_every=64, eval_episodes=4)
+    encoder = tiny_encoder()
+    monkeypatch.setattr(encoder, "eval", lambda: encoder)  # a regression: Observer's encoder.eval() does nothing
+    with pytest.raises(RuntimeError, match="frozen encoder changed"):
+        transfer.train_agent(cfg, tiny_G, transfer.distance_weights(tiny_G, samples=8), encoder, seed=0)
+
+
 def test_cli_writes_table_plot_and_reuses_its_cache(tiny_G, tmp_path, monkeypatch, capsys):
     gen = tmp_path / "tiny_gan.pt"
     save_generator(tiny_G, gen, {}, ["a", "b", "c"])

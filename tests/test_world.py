@@ -145,3 +145,14 @@ def test_rollout_times_mark_the_resets(tiny_G):
     ok = times[1:] == times[:-1] + 1  # (T-1, N): consecutive frames of one episode
     assert ok.sum() == 6 * (10 - 2) and not ok[4].any() and not ok[8].any()  # frames 4 and 8 end episodes
     assert (labels[1:][ok] == labels[:-1][ok]).all()  # no class change inside an episode
+
+
+def test_a_new_world_reports_its_state_before_reset_and_peeks_the_next_noise(tiny_G):
+    world = make_world(tiny_G)
+    assert world.state()["steps"] == 0  # no AttributeError before the first reset
+    world.reset()
+    eps = world.peek_noise()  # (N, d): what the next step draws, the stream untouched
+    z = world.z.clone()
+    a = torch.zeros(4, tiny_G.latent_dim)
+    world.step(a)
+    torch.testing.assert_close(world.z, latent_step(z, a, eps, world.cfg))
