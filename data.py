@@ -98,8 +98,8 @@ def make_embedded(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     fg = torch.where((lum(fg) - bg_lum).abs() < k["min_contrast"], (fg + push).clamp(0, 1), fg)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")  # (32, 32)
     images = torch.empty(n, 3, 32, 32, dtype=torch.uint8)
-    for s in range(0, n, 10000):  # in chunks: float buffers for 10,000 images at a time, not for all n
-        i = slice(s, s + 10000)
+    for s in range(0, n, 2000):  # in chunks: float buffers for 2,000 images at a time, not for all n
+        i = slice(s, s + 2000)
         proj = torch.cos(ang[i]) * xx + torch.sin(ang[i]) * yy  # (b, 32, 32)
         blobs = F.interpolate(blob_seeds[i], size=32, mode="bicubic", align_corners=False)[:, 0].clamp(0, 1)
         checks = (((xx + 1) * freq[i] / 2).floor() + ((yy + 1) * freq[i] / 2).floor()) % 2  # (b, 32, 32)

@@ -217,7 +217,7 @@ def test_ctrl_c_during_the_probe_is_one_line_and_writes_no_result(tmp_path, monk
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pretrain, "linear_probe", interrupted)
+    monkeypatch.setattr(pretrain, "split_probe", interrupted)
     with pytest.raises(SystemExit, match="interrupted during the linear probe"):
         pretrain.main(["--method", "genrep", "--updates", "2", "--batch-size", "16", "--generator", SHIPPED,
                        "--probe-images", "100", "--name", "p"])
