@@ -66,7 +66,7 @@ class Config:
     script: str = ""  # play these keys without a window (w a s d, '.' or ' ' = no push, r, 0-9, A = race),
     #                   then race the agent and print both scores
     out: str = ""  # the GIF; "" = runs/play/script.gif (--script) or runs/play/session.gif (key g)
-    seed: int = 0  # seeds the world's stream and the random opponent
+    seed: int = 0  # seeds the world's stream and the random opponent (the random-init encoder is always seed 0)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
 
 
@@ -161,9 +161,6 @@ class Game:
         self.world, self.dirs, self.episodes = make_world(G, cfg.mix, cfg.ema, cfg), {}, []
         self.new_episode(cfg.label)
 
-    def features(self, frame: torch.Tensor) -> torch.Tensor:  # (1, 3, 32, 32) -> (D,)
-        return self.encoder(frame)[0]
-
     def new_episode(self, label: int = -1) -> None:
         obs = reset_world(self.world, self.G, label)  # (1, 3, 32, 32)
         s = self.world.state()
@@ -171,7 +168,7 @@ class Game:
         if y not in self.dirs:
             self.dirs[y] = steering_directions(self.G, y, seed=self.cfg.seed)
         self.U, self.share = self.dirs[y]  # (2, d), float
-        self.ep = Episode(y, s, [obs[0]], [self.features(obs)], [s["z"][0]])
+        self.ep = Episode(y, s, [obs[0]], [self.encoder(obs)[0]], [s["z"][0]])
         self.episodes.append(self.ep)
 
     def action(self, key: str) -> torch.Tensor:
@@ -192,7 +189,7 @@ class Game:
         """One step of `world` (w, rho = dynamics) in episode `ep`, the person's or the agent's: the same rules."""
         _, info = world.step(action)
         ep.frames.append(info["next_obs"][0])  # (3, 32, 32)
-        ep.feats.append(self.features(info["next_obs"]))
+        ep.feats.append(self.encoder(info["next_obs"])[0])  # (D,)
         ep.z.append(info["z"][0])  # (d,)
         ep.novelty.append(novelty(torch.stack(ep.feats), self.cfg.apt_k))
         ep.dynamics.append(dynamics)
@@ -288,7 +285,7 @@ class Window:
         lim = 3.0
         for r in (1, 2):  # the prior N(0, I) seen on two orthonormal directions is N(0, I_2)
             latent.add_patch(Circle((0, 0), r, fill=False, ls="--", color="grey"))
-            latent.text(0.71 * r, 0.71 * r, f"{r}σ", color="grey")
+            latent.text(-0.71 * r, -0.71 * r, f"{r}σ", color="grey", ha="right", va="top")
         for who, e, colour in players:
             p = (torch.stack(e.z) @ g.U.T).cpu().numpy()  # (t + 1, 2): the latents on u1, u2
             latent.plot(p[:, 0], p[:, 1], "o-", color=colour, ms=3, label=who)
@@ -313,7 +310,7 @@ class Window:
 
 # ---- the command line ----------------------------------------------------------------------------------------------
 def setup(cfg: Config):
-    """Check every input and load G, the encoder and the policy -> (Game, gif path). Raises before any file is written."""
+    """Check every input, load G, the encoder and the policy -> (Game, GIF path); raises before writing any file."""
     require({"steps >= 1": cfg.steps >= 1, "0 <= mix <= 1": 0 <= cfg.mix <= 1, "0 <= ema < 1": 0 <= cfg.ema < 1,
              "action_scale > 0": cfg.action_scale > 0, "0 < push <= 1": 0 < cfg.push <= 1,
              "apt_k >= 1": cfg.apt_k >= 1}, "play.py")
@@ -330,12 +327,9 @@ def setup(cfg: Config):
         raise ConfigError(f"class prompts must lie in 0-{G.num_classes - 1} (--label, digits in --script)")
     if cfg.run and not Path(cfg.run).is_dir():
         raise FileNotFoundError(f"--run {cfg.run}: no such run folder (pretrain.py writes runs/<name>/)")
-    encoder = load_encoder(cfg.run, device)[0] if cfg.run else random_encoder(seed=cfg.seed).to(device)
+    encoder = load_encoder(cfg.run, device)[0] if cfg.run else random_encoder().to(device)
     agent = Path(cfg.run) / "agent.pt" if cfg.run else None
     policy = load_policy(agent, device, encoder.feature_dim, G.latent_dim) if agent and agent.is_file() else None
-    if policy is None:
-        print(f"note: {'no --run' if not cfg.run else f'no {agent}'}: you race uniform-random actions"
-              f"{'' if cfg.run else ', novelty is in a random-init encoder'}", file=sys.stderr)
     return Game(G, encoder, policy, cfg), gif
 
 
@@ -345,6 +339,15 @@ def main(argv=None) -> None:
         game, gif = setup(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))
+    if not cfg.script:
+        import matplotlib.pyplot as plt
+        from matplotlib.backends import BackendFilter, backend_registry
+        if plt.get_backend().lower() not in backend_registry.list_builtin(BackendFilter.INTERACTIVE):
+            sys.exit(f"error: no window can open here (matplotlib backend {plt.get_backend()!r}): run on a desktop, "
+                     f"or `xvfb-run python play.py` (a virtual one); --script wwddss --out runs/play/x.gif needs none")
+    if game.policy is None:
+        print(f"note: {f'no {cfg.run}/agent.pt' if cfg.run else 'no --run'}: you race uniform-random actions"
+              f"{'' if cfg.run else ', novelty is in a random-init encoder'}", file=sys.stderr)
     if cfg.script:
         for key in cfg.script:
             game.press(key)
@@ -352,11 +355,6 @@ def main(argv=None) -> None:
         game.save_gif(gif)
         print(f"wrote {gif}")
         return
-    import matplotlib.pyplot as plt
-    from matplotlib.backends import BackendFilter, backend_registry
-    if plt.get_backend().lower() not in backend_registry.list_builtin(BackendFilter.INTERACTIVE):
-        sys.exit(f"error: no window can open here (matplotlib backend {plt.get_backend()!r}): run on a desktop, or "
-                 f"`xvfb-run python play.py` for a virtual one; `--script wwddss --out runs/play/x.gif` needs none")
     window = Window(game, str(gif))  # noqa: F841 (keeps the widgets alive)
     plt.show()
 

@@ -155,11 +155,16 @@ def test_script_writes_frames_and_finite_scores_and_the_same_gif_twice(tiny_ckpt
     assert outs[0].read_bytes() == outs[1].read_bytes()
 
 
-def test_script_races_the_runs_agent(tiny_ckpt, tmp_path, capsys):
+def test_script_races_the_runs_agent_or_says_it_has_none(tiny_ckpt, tmp_path, capsys):
     fake_run(tmp_path / "runs" / "x")
     play.main(["--generator", tiny_ckpt, "--run", tmp_path / "runs" / "x", "--script", "ww", "--out",
                tmp_path / "x.gif"])
     assert "agent (trained SAC)" in capsys.readouterr().out
+    (tmp_path / "runs" / "x" / "agent.pt").unlink()  # a run without a policy: the race says whom you raced
+    play.main(["--generator", tiny_ckpt, "--run", tmp_path / "runs" / "x", "--script", "ww", "--out",
+               tmp_path / "x.gif"])
+    out = capsys.readouterr()
+    assert "agent (uniform-random)" in out.out and "/agent.pt: you race uniform-random actions" in out.err
 
 
 @pytest.mark.parametrize("argv, message", [
