@@ -41,8 +41,9 @@ import torch
 from agent import SAC, SACConfig, knn_distances
 from common import ConfigError, atomic_path, load_checkpoint, parse_config, pick_device, require
 from evaluate import load_encoder, random_encoder
-from generator import load_generator, to_uint8
-from world import LatentWorld
+from data import to_uint8
+from generator import load_generator
+from world import LatentWorld, WorldConfig
 
 NO_RESET = 10 ** 9  # the game ends its episodes itself: its world never auto-resets
 PUSH = {"d": (0, 1), "right": (0, 1), "a": (0, -1), "left": (0, -1),  # key -> (steering direction, sign)
@@ -56,9 +57,9 @@ class Config:
     run: str = ""  # a pretrain.py run folder runs/<name>: its encoder.pt scores novelty, its agent.pt races you;
     #                "" = a random-init encoder and a uniform-random opponent
     steps: int = 16  # steps per episode (the world's horizon H); the race lasts as many steps as you took
-    mix: float = 0.5  # w at the start (a slider): weight of the action against the noise, in [0, 1]
-    ema: float = 0.8  # rho at the start (a slider): persistence of the latent, in [0, 1)
-    action_scale: float = math.sqrt(3)  # s: makes uniform actions unit-variance (world.py)
+    mix: float = WorldConfig.mix  # w at the start (a slider): weight of the action against the noise, in [0, 1]
+    ema: float = WorldConfig.ema  # rho at the start (a slider): persistence of the latent, in [0, 1)
+    action_scale: float = WorldConfig.action_scale  # s: makes uniform actions unit-variance (world.py)
     ema_kind: Literal["vp", "plain"] = "vp"  # "vp" (variance-preserving) or "plain" EMA (world.py)
     push: float = 1.0  # size of one push in (0, 1]: the action is push * u / max|u| along a steering direction u
     label: int = -1  # class prompt of the first episode; -1 = drawn by the world
@@ -73,7 +74,7 @@ class Config:
 # ---- the one place each that calls into world.py and agent.py ------------------------------------------------------
 def make_world(G, mix: float, ema: float, cfg: Config, state: dict | None = None) -> LatentWorld:
     """The game's world: one env with w = mix, rho = ema, continuing from a world's `state` when given."""
-    world = LatentWorld(G, 1, NO_RESET, mix, ema, cfg.action_scale, cfg.ema_kind, cfg.seed)
+    world = LatentWorld(G, 1, WorldConfig(NO_RESET, mix, ema, cfg.action_scale, cfg.ema_kind), seed=cfg.seed)
     if state is not None:
         world.load(state)
     return world

@@ -10,7 +10,7 @@ import play
 from agent import SAC, SACConfig
 from evaluate import random_encoder
 from generator import save_generator
-from world import latent_step
+from world import WorldConfig, latent_step
 
 matplotlib.use("Agg")
 
@@ -69,7 +69,7 @@ def test_a_push_moves_the_latent_along_its_direction_by_what_latent_step_says(ti
     u = pushed.U[i] / pushed.U[i].abs().max()
     torch.testing.assert_close(a[0], sign * u)  # the largest action along u inside the box (push = 1)
     pushed.press(key), still.press(" ")
-    step = latent_step(torch.zeros_like(a), a, torch.zeros_like(a), 0.5, 0.8, math.sqrt(3))  # gain * w * s * a
+    step = latent_step(torch.zeros_like(a), a, torch.zeros_like(a), WorldConfig(mix=0.5, ema=0.8))  # gain * w * s * a
     torch.testing.assert_close(pushed.ep.z[1] - still.ep.z[1], step[0], atol=1e-5, rtol=0)
     along = (pushed.ep.z[1] - still.ep.z[1]) @ pushed.U.T  # (2,): on u1, u2
     assert along[i].item() == pytest.approx(sign * 0.6 * 0.5 * math.sqrt(3) * u.norm().item(), rel=1e-4)
