@@ -11,7 +11,7 @@
     RunLock(folder)                runs/<name>/.lock: one process per run folder
     timed(stages, key)             add a block's wall time to stages[key]
 Files import downward only: common -> data -> encoder -> biggan -> generator -> world -> agent -> evaluate ->
-checkpoint -> pretrain -> transfer -> play.
+runfiles -> pretrain -> transfer -> play.
 """
 import argparse, contextlib, ctypes, dataclasses, inspect, io, os, random, re, sys, time, tokenize, typing
 from pathlib import Path

@@ -1,9 +1,9 @@
 """benchmarks/exploration.py — how much more diverse are the APT agent's frames than a uniform-random policy's,
 and how much could any explorer gain in this world?
 
-For each seed: trains Palm-up (pretrain.py's Run, default settings) for `updates` encoder/SAC updates, then rolls
-out these explorers in fresh copies of the same world (same world seed: the same class prompts and noise), each for
-episodes x num_envs x horizon env steps:
+For each seed: trains Palm-up (a pretrain.Run, through pretrain.train with pretrain.palmup_update, default
+settings) for `updates` encoder/SAC updates, then rolls out these explorers in fresh copies of the same world
+(same world seed: the same class prompts and noise), each for episodes x num_envs x horizon env steps:
   random         uniform-random actions on [-1, 1]^d (what `--method random` explores with; the reference)
   agent          the trained SAC policy, acting on its encoder's features as during exploration (stochastic)
   corners        uniform-random signs, a in {-1, 1}^d: the most action energy the world accepts, no intelligence;
@@ -78,8 +78,8 @@ def greedy_actions(world: LatentWorld, encoder, reference: torch.Tensor, start: 
                    k: int, max_sq_norm: float | None = None, knows_noise: bool = True
                    ) -> tuple[torch.Tensor, list[float]]:
     """Projected gradient ascent of apt_objective over this step's actions, through latent_step -> G -> encoder.
-    knows_noise: the world's next noise is read from a copy of its random stream (world.step(actions) then draws
-    the same); else the explorer optimises against an independent draw of it, as a policy would have to.
+    knows_noise: the world's next noise is read with world.peek_noise() (world.step(actions) then draws the
+    same); else the explorer optimises against an independent draw of it, as a policy would have to.
     start (N, d) in [-1, 1]: the first guess; max_sq_norm: also keep ||z_t+1||^2 <= it per env (on the prior's
     scale). -> actions (N, d) in [-1, 1], the objective before each step and after the last (steps + 1 floats)."""
     eps = world.peek_noise()  # (N, d): exactly the noise world.step will draw next

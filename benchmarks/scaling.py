@@ -1,7 +1,7 @@
 """benchmarks/scaling.py — pretrain.py's throughput with 1, 2, ... processes under torchrun (docs/scale.md).
 
 Each row launches `python -m torch.distributed.run --nproc_per_node N pretrain.py ...` (gloo on CPUs, NCCL on
-GPUs) in a temporary folder and reads the training loop's wall time from the run's result.json. Every process
+GPUs) in a temporary folder and reads the training loop's times from the run's metrics.csv. Every process
 does a full update on its own batch and envs, so N processes do N x batch-size pairs per update.
 
     python benchmarks/scaling.py                                  # 1 and 2 gloo processes, < 1 min on a 2-core x86 CPU

@@ -131,7 +131,7 @@ def check_1(module, budget=EX1_BUDGET, min_probe: float = 0.15, name: str = "exe
         return student(a, b, temperature)
 
     real, t0 = pretrain.info_nce, time.time()
-    pretrain.info_nce = counted  # pretrain.Run.update looks the loss up in its module: yours is used
+    pretrain.info_nce = counted  # pretrain.encoder_step looks the loss up in its module: yours is used
     try:
         result = pretrain.main([*budget, "--generator", str(SHIPPED_G), "--name", name, "--overwrite"])
     except SystemExit as e:

@@ -67,8 +67,10 @@ def pretrain_offset(frames: torch.Tensor, t: torch.Tensor, k: int, seed: int = 0
     """A fresh encoder + head trained for UPDATES steps on pairs k apart -> (encoder, last InfoNCE loss)."""
     import pretrain
     from common import seed_everything
+    from encoder import Model
     seed_everything(seed)
-    model = pretrain.Model(pretrain.Config(), num_classes=10)
+    c = pretrain.Config()  # pretrain.py's encoder, head and sizes
+    model = Model(c.encoder, c.width, c.proj_dim, num_classes=10)
     opt = torch.optim.Adam(model.parameters(), LR)
     g = torch.Generator().manual_seed(seed)
     for _ in range(UPDATES):
