@@ -304,7 +304,7 @@ def test_sac_refuses_settings_out_of_range(field, value):
 
 def test_sac_updates_0_is_one_line_before_any_file(tmp_path):
     line = one_error_line(run("pretrain.py", *TINY, "--sac-updates", "0", "--name", "s", cwd=tmp_path))
-    assert "updates_per_call >= 1" in line and list(tmp_path.iterdir()) == []
+    assert "sac_updates >= 1" in line and list(tmp_path.iterdir()) == []
 
 
 def test_a_300_character_name_is_one_line(tmp_path):
@@ -421,7 +421,7 @@ def test_evaluate_without_out_writes_under_runs_only(tmp_path, monkeypatch):
 
 
 def test_world_refuses_to_write_into_checkpoints():
-    assert world.WorldConfig().out == "runs/world"
+    assert world.Config().out == "runs/world"
     before = subprocess.run(["git", "status", "--porcelain", "checkpoints"], cwd=ROOT, capture_output=True, text=True)
     missing = ROOT / "runs" / "no_generator.pt"  # were --out accepted, loading would fail before any file
     line = one_error_line(run("world.py", "--out", "checkpoints", "--generator", missing, cwd=ROOT))

@@ -107,7 +107,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "magic"], "invalid choice: 'magic'"),
-    (["--temperature", "0"], "0 < temperature < inf"),
+    (["--temperature", "0"], "1e-3 <= temperature <= 10"),
     (["--probe-split", "train"], "invalid choice: 'train'"),
     (["--generator", "nowhere.pt", "--no-probe"], "not found"),
 ])
