@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from common import (atomic_path, check_out, check_threads, load_checkpoint, mean_std, parse_config, pick_device,
                     require, require_finite_weights, save_atomic)
-from data import CACHE, load_split, to_float
+from data import CACHE, check_classes, load_splits, to_float
 from encoder import make_encoder
 
 
@@ -210,12 +210,8 @@ def load_data(data: str, download: bool = False):
         if not ((root / "train").is_dir() and (root / "test").is_dir()):
             raise FileNotFoundError(f"data folder {root} needs train/ and test/ sub-folders of class folders")
         classes = [sorted(d.name for d in (root / s).iterdir() if d.is_dir()) for s in ("train", "test")]
-        if classes[0] != classes[1]:  # the same check ImageFolder's labels need; done before decoding images
-            raise ValueError(f"class folders differ: {root / 'train'} has {classes[0]}, "
-                             f"{root / 'test'} has {classes[1]}")
-    (x_tr, y_tr, c_tr), (x_te, y_te, c_te) = load_split(data, "train", download), load_split(data, "test")
-    if c_tr != c_te:
-        raise ValueError(f"train and test class lists differ for {data}: {c_tr} vs {c_te}")
+        check_classes(*classes, root / "train", root / "test")  # before decoding any image
+    (x_tr, y_tr, _), (x_te, y_te, _) = load_splits(data, download)
     return (x_tr, y_tr), (x_te, y_te)
 
 

@@ -180,7 +180,7 @@ def test_cli_bad_input_gives_one_error_line(tmp_path):
             (tmp_path / "mismatch" / split / c).mkdir(parents=True)
     proc = run_cli("--data", tmp_path / "mismatch", "--out", out)
     assert_one_error_line(proc)
-    assert "class folders differ" in proc.stderr
+    assert "class lists differ" in proc.stderr
     (tmp_path / "bad_run").mkdir()
     (tmp_path / "bad_run" / "encoder.pt").write_bytes(b"\x00" * 10)
     assert_one_error_line(run_cli(tmp_path / "bad_run", "--out", out))
