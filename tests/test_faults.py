@@ -37,7 +37,7 @@ def cli_error(proc) -> str:
 
 def run(script, *args, cwd):
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=1200)  # a hang guard
 
 
 def main_error(argv) -> str:

@@ -62,7 +62,7 @@ def test_pairs_never_cross_an_episode_reset(monkeypatch, tmp_path):
 
 def run_cli(*args, cwd):
     return subprocess.run([sys.executable, str(ROOT / "pretrain.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=1200)  # a hang guard
 
 
 def test_end_to_end_smoke_run_writes_outputs_and_beats_chance(tmp_path):

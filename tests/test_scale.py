@@ -116,7 +116,7 @@ def test_five_updates_on_biggan(tmp_path, monkeypatch):
 
 def cli(*args, cwd):
     return subprocess.run([sys.executable, str(ROOT / "pretrain.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=1200)  # a hang guard
 
 
 @pytest.mark.parametrize("args, message", [
@@ -186,7 +186,7 @@ def torchrun(cwd, *args, stop=0):
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "STOP_AT": str(stop)}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                            "127.0.0.1", "--master_port", str(port), "worker.py", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)  # a hang guard
 
 
 @pytest.fixture(scope="module")
