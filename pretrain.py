@@ -336,20 +336,19 @@ def filmstrip(run: Run, path) -> None:
 
 # ---- before and after: the flags, the probe, main ---------------------------------------------------------------------
 def check(cfg: Config) -> None:
-    """Every flag, before anything is loaded or written."""
+    """Every flag, before anything is loaded or written (NaN fails every comparison)."""
     run_dir(cfg.name)
-    finite = lambda v, lo, hi: lo < v <= hi  # noqa: E731  (NaN fails every comparison)
     snaps = runfiles.parse_snapshots(cfg.snapshots)
     require({"updates >= 1": cfg.updates >= 1, "batch_size >= 2": cfg.batch_size >= 2, "1e-3 <= temperature <= 10":
-             1e-3 <= cfg.temperature <= 10, "0 < lr <= 1": finite(cfg.lr, 0, 1), "width >= 1": cfg.width >= 1,
+             1e-3 <= cfg.temperature <= 10, "0 < lr <= 1": 0 < cfg.lr <= 1, "width >= 1": cfg.width >= 1,
              "proj_dim >= 1": cfg.proj_dim >= 1, "1 <= num_envs <= 65536": 1 <= cfg.num_envs <= 65536,
              "1 <= apt_k < batch_size": 1 <= cfg.apt_k < cfg.batch_size, "0 <= sac_gamma < 1": 0 <= cfg.sac_gamma < 1,
-             "0 < sac_alpha < inf": finite(cfg.sac_alpha, 0, math.inf), "sac_updates >= 1": cfg.sac_updates >= 1,
+             "0 < sac_alpha < inf": 0 < cfg.sac_alpha < math.inf, "sac_updates >= 1": cfg.sac_updates >= 1,
              "buffer_size >= num_envs": cfg.buffer_size >= cfg.num_envs, "warmup >= 0": cfg.warmup >= 0,
              "0 <= genrep_sigma < inf": 0 <= cfg.genrep_sigma < math.inf, "checkpoint_every >= 1":
              cfg.checkpoint_every >= 1, "probe_images == 0 or >= 10": cfg.probe_images == 0 or cfg.probe_images >= 10,
              "snapshots in 1..updates": all(1 <= u <= cfg.updates for u in snaps), "0 < max_weight < inf":
-             finite(cfg.max_weight, 0, math.inf), "chance_patience >= 1": cfg.chance_patience >= 1,
+             0 < cfg.max_weight < math.inf, "chance_patience >= 1": cfg.chance_patience >= 1,
              "0 < truncation <= 1": 0 < cfg.truncation <= 1, "8 <= image_size <= 512": 8 <= cfg.image_size <= 512},
             "pretrain")
     WorldConfig.of(cfg)  # horizon, mix, ema, action_scale: the world's own rules

@@ -127,7 +127,7 @@ def finished(cfg, out, reporting) -> dict | None:
     result = json.loads((out / "result.json").read_text())
     saved, _ = result.pop("config", None), result.pop("generator_id", None)
     if saved is None and (out / "encoder.pt").is_file():  # a result.json written before it kept its config
-        saved = torch.load(out / "encoder.pt", map_location="cpu", weights_only=True).get("config")
+        saved = load_checkpoint(out / "encoder.pt", "encoder checkpoint").get("config")
     what = config_diff(saved or {}, dataclasses.asdict(cfg), reporting) if saved is not None else ""
     if what:
         raise ConfigError(f"run {cfg.name} already finished as another experiment ({what}); pass --overwrite to redo "

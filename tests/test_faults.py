@@ -247,7 +247,7 @@ def test_evaluate_skips_folders_without_an_encoder(tmp_path, monkeypatch, capsys
     assert "skipping" in out.err and "world" in out.err and "| palmup | 1 |" in out.out
 
 
-# ---- issue 24: evaluate, transfer, world, agent ----
+# ---- evaluate, transfer, world and agent: flags and outputs checked before any work ----
 import os  # noqa: E402
 
 import world  # noqa: E402
@@ -430,7 +430,7 @@ def test_world_refuses_to_write_into_checkpoints():
                           text=True).stdout == before.stdout
 
 
-# ---- issue 24: the shipped generator, class folders, finished and resumed runs, pretrain's flags ----
+# ---- the shipped generator, class lists, finished and resumed runs, pretrain's flags ----
 def git_status(path: str) -> str:
     return subprocess.run(["git", "status", "--porcelain", "--", path], cwd=ROOT, capture_output=True,
                           text=True).stdout
