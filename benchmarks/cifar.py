@@ -7,6 +7,9 @@
     python benchmarks/cifar.py budget    # how the answer moves with the budget: Palm-up, the random-policy world
                                          # (2 seeds, paired), GenRep and SimCLR (1 seed) each trained once to 4,800
                                          # updates; its encoder snapshots probed on the validation and test splits
+    python benchmarks/cifar.py world     # the world's coefficients: rho x w for Palm-up and the random-policy world,
+                                         # seed 0, probed on the VALIDATION split (--world-seeds 1 --emas .. --mixes
+                                         # .. adds a seed to chosen cells; the table lists every seed on disk)
 
 Every run is `python pretrain.py ...` with the same encoder, batch size and number of encoder updates (the budget),
 written to runs/<prefix>_<...>/; finished runs are skipped, so an interrupted table resumes. `--parallel N` runs N
@@ -67,6 +70,9 @@ class Config:
     budgets: str = "300,600,1200,2400,4800"  # budget: encoder updates at which each run keeps a snapshot
     #                                          (pretrain.py --snapshots) that is probed; each run trains to the largest
     budget_seeds: str = "0,1"  # budget: seeds of Palm-up and the random-policy world; GenRep and SimCLR run the first
+    emas: str = "0.8,0.9,0.95"  # world: the EMA persistences rho of the grid (WorldConfig's default: 0.8)
+    mixes: str = "0.5,0.8"  # world: the action weights w of the grid (WorldConfig's default: 0.5)
+    world_seeds: str = "0"  # world: seeds to run in every cell of the grid
     plot: str = ""  # budget: the curve of test accuracy against updates (PNG); "" = runs/<prefix>_budget.png
 
 
@@ -227,9 +233,29 @@ def budget(cfg: Config) -> None:
     save_png(fig, Path(cfg.plot) if cfg.plot else ROOT / "runs" / f"{cfg.prefix}_budget.png")
 
 
+def world(cfg: Config) -> None:
+    """Palm-up and the random-policy world in every cell of rho (--emas) x w (--mixes), probed on the validation
+    split: a table with every finished seed of each cell, mean ± std, and Palm-up − random paired by seed."""
+    cells = [(e, m) for e in cfg.emas.split(",") for m in cfg.mixes.split(",")]
+    name = lambda meth, e, m, s: f"{cfg.prefix}_world_{meth}_ema{e}_mix{m}_s{s}"  # noqa: E731
+    launch([(name(meth, e, m, s), ["--method", meth, "--ema", e, "--mix", m, "--seed", s, "--probe-split", "val"])
+            for s in cfg.world_seeds.split(",") for e, m in cells for meth in ("random", "palmup")], cfg)
+    print(f"\nvalidation linear probe (%), {cfg.updates} updates; every finished seed of each cell (s0, s1, ...)\n")
+    rows = []
+    for e, m in cells:
+        seeds = [s for s in map(str, range(10)) if result(name("random", e, m, s)) and result(name("palmup", e, m, s))]
+        got = {meth: [100 * result(name(meth, e, m, s))["linear_probe_val"] for s in seeds]
+               for meth in ("random", "palmup")}
+        rows.append([e, m, ",".join(seeds) or "–", *(", ".join(f"{v:.1f}" for v in got[k]) or "–" for k in got),
+                     *(summary(got[k]) if seeds else "–" for k in got),
+                     paired(got["palmup"], got["random"]) if seeds else "–"])
+    print_table(["rho", "w", "seeds", "random world", "Palm-up", "random, mean ± std", "Palm-up, mean ± std",
+                 "Palm-up − random (paired)"], rows)
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    modes = ("sweep", "table", "explore", "budget")
+    modes = ("sweep", "table", "explore", "budget", "world")
     what = argv.pop(0) if argv and argv[0] in modes else sys.exit(f"usage: cifar.py {'|'.join(modes)} [flags]")
     cfg = parse_config(Config, argv)
     (ROOT / "runs").mkdir(exist_ok=True)
@@ -254,8 +280,8 @@ def main(argv=None) -> None:
             for s in GENREP_SIGMAS:
                 row("genrep sigma", s, f"{cfg.prefix}_sweep_genrep{s}")
         return
-    if what in ("explore", "budget"):
-        return explore(cfg) if what == "explore" else budget(cfg)
+    if what in ("explore", "budget", "world"):
+        return {"explore": explore, "budget": budget, "world": world}[what](cfg)
     seeds = cfg.seeds.split(",")
     launch([(f"{cfg.prefix}_{m}_s{s}", ["--method", m, "--seed", s]) for s in seeds for m in METHODS], cfg)
     runs = [str(ROOT / "runs" / f"{cfg.prefix}_{m}_s{s}") for m in METHODS for s in seeds]
