@@ -305,10 +305,12 @@ class ReplayBuffer:
     def __init__(self, capacity: int, action_dim: int, obs_shape=(3, 32, 32), device="cpu"):
         self.capacity, self.action_dim, self.obs_shape = capacity, action_dim, tuple(obs_shape)
         self.device = torch.device(device)
-        self.obs = torch.zeros((capacity, *self.obs_shape), dtype=torch.uint8, device=self.device)  # (N, 3, 32, 32)
-        self.next_obs = torch.zeros_like(self.obs)  # (N, 3, 32, 32)
-        self.action = torch.zeros((capacity, action_dim), dtype=torch.float32, device=self.device)  # (N, A)
-        self.label = torch.zeros(capacity, dtype=torch.int64, device=self.device)  # (N,)
+        # torch.empty, not zeros: only [:size] is ever read, and on the CPU the pages of slots a run never fills are
+        # never touched, so they cost no memory (a default run fills 39k of its 100k slots: 0.25 GB, not 0.64 GB).
+        self.obs = torch.empty((capacity, *self.obs_shape), dtype=torch.uint8, device=self.device)  # (N, 3, 32, 32)
+        self.next_obs = torch.empty_like(self.obs)  # (N, 3, 32, 32)
+        self.action = torch.empty((capacity, action_dim), dtype=torch.float32, device=self.device)  # (N, A)
+        self.label = torch.empty(capacity, dtype=torch.int64, device=self.device)  # (N,)
         self.ptr, self.size = 0, 0  # next slot to write, number of valid transitions
 
     def __len__(self) -> int:
