@@ -49,7 +49,10 @@ class Model(nn.Module):
         self.encoder = make_encoder(encoder, width)
         d = self.encoder.feature_dim
         self.head = nn.Sequential(nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, proj_dim))  # (B, proj_dim)
-        self.classifier = nn.Linear(d, num_classes)  # used by the supervised baseline only
+        # The supervised baseline's classifier exists only in that run: built for every method, its initialisation
+        # would draw from the global random stream, and a flag that only sets how many classes the data has (e.g.
+        # --no-probe, which loads no labels) would change every later draw, and so the training.
+        self.classifier = nn.Linear(d, num_classes) if supervised else None
         self.supervised = supervised
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

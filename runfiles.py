@@ -249,8 +249,8 @@ def distribute(run) -> None:
     """After a resume: every rank takes rank 0's weights, and DDP averages the gradients of the encoder + head and of
     the SAC networks over the ranks in each backward, so the weights stay the same on every rank."""
     from torch.nn.parallel import DistributedDataParallel as DDP
-    unused = run.model.head if run.cfg.method == "supervised" else run.model.classifier
-    unused.requires_grad_(False)  # DDP expects a gradient for every trainable parameter of what it wraps
+    if run.cfg.method == "supervised":  # its projection head is never used; DDP expects a gradient for every
+        run.model.head.requires_grad_(False)  # trainable parameter of what it wraps
     bn = {k: v.clone() for k, v in run.model.named_buffers()}  # BN statistics: a resumed rank keeps its own
     broadcast(run.model)
     run.net = DDP(run.model)  # DDP broadcasts rank 0's BN statistics at the start and before each forward

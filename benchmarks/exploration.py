@@ -25,8 +25,16 @@ prior's central 99 % shell (chi-square quantiles 0.5 % and 99.5 %; 1 % under the
     python benchmarks/exploration.py                      # 3 seeds, embedded world: 16 min on a 2-core x86 CPU
     python benchmarks/exploration.py --seeds 0 --updates 100  # a quick look
     python benchmarks/exploration.py --cost --generator checkpoints/cifar10_gan.pt   # what a greedy world would cost
+
+--train: does the policy matter to the encoder? The random-policy world's loop (pretrain.py --method random, default
+64 envs) with its actions chosen either uniformly (`random`) or by `greedy-prior` against the encoder being trained,
+--updates each, paired by seed (same world seed, same first guesses); each encoder probed on the validation split
+(fit on 90 % of train, score the other 10 %) and on the test split. Runs go to runs/explorer_<name>_s<seed>/;
+a finished one is read back, not redone.
+
+    python benchmarks/exploration.py --train --updates 600 --data cifar10 --generator checkpoints/cifar10_gan.pt
 """
-import dataclasses, math, os, shlex, sys, time
+import dataclasses, json, math, os, shlex, sys, time
 from dataclasses import dataclass
 from typing import Literal
 from pathlib import Path
@@ -35,7 +43,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import knn_spread  # noqa: E402
-from common import mean_std, parse_config, seed_everything  # noqa: E402
+from common import mean_std, parse_config, run_dir, save_atomic, seed_everything, timed  # noqa: E402
 from data import to_float  # noqa: E402
 from encoder import make_encoder  # noqa: E402
 from world import LatentWorld, WorldConfig, latent_step  # noqa: E402
@@ -62,6 +70,8 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
     cost: bool = False  # only time one greedy step against one update of the random-policy world, then exit
     cost_envs: int = 512  # --cost: envs stepped per update (512: the equal-budget CIFAR-10 comparison)
+    train: bool = False  # pretrain an encoder with each of --train-explorers as the data source, then probe it
+    train_explorers: str = "random,greedy-prior"  # --train: the explorers that choose the world's actions
 
 
 def apt_objective(new: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
@@ -262,10 +272,79 @@ def cost(cfg: Config, reps: int = 3) -> None:
     print(f"a greedy-explorer world would make each update {(base + extra) / base:.1f}x as long")
 
 
+def train_with(cfg: Config, explorer: str, seed: int, threads: int = 0) -> dict:
+    """Pretrain an encoder in the random-policy world's loop with `explorer` choosing every step's actions, probe
+    it on the validation and the test split -> {"val": %, "test": %, "wall_s": s} (a worker of train_table)."""
+    if threads:
+        torch.set_num_threads(threads)
+    from data import load_splits
+    from evaluate import split_probe
+    from runfiles import save_encoder
+    pc = dataclasses.replace(parse_config(pretrain.Config, shlex.split(cfg.extra)), method="random", seed=seed,
+                             name=f"explorer_{explorer}_s{seed}", generator=cfg.generator, data=cfg.data,
+                             updates=cfg.updates, device=cfg.device, probe=True, overwrite=True)
+    out = run_dir(pc.name) / "result.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    seed_everything(seed)
+    run = pretrain.Run(pc)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    m, d = cfg.greedy_reference, float(run.G.latent_dim)
+
+    def update(run) -> dict:  # pretrain.baseline_update with pairs_random, the actions chosen by `explorer`
+        with timed(run.stage_s, "explore + pairs", run.device):
+            a = pretrain.uniform_actions(run)  # (N, d): the random world's actions, the greedy explorer's first guess
+            if explorer == "greedy-prior":
+                newest = (run.buffer.ptr - 1 - torch.arange(min(m, len(run.buffer)))) % run.buffer.capacity  # newest
+                reference = pretrain.features(run, to_float(run.buffer.next_obs[newest.to(run.buffer.device)]))
+                encoder = run.model.encoder.eval().requires_grad_(False)  # differentiated through, not trained here
+                a, _ = greedy_actions(run.world, encoder, reference, a, cfg.greedy_steps, cfg.greedy_lr, cfg.k, d)
+                run.model.train(), encoder.requires_grad_(True)
+            pretrain.explore(run, a)
+            batch = run.buffer.sample(pc.batch_size)
+            v1, v2 = pretrain.views(pc, to_float(batch["obs"]), to_float(batch["next_obs"]))  # (B, 3, S, S) each
+        with timed(run.stage_s, "encoder update", run.device):
+            return {"loss": pretrain.encoder_step(run, v1, v2)[1]}
+
+    pretrain.train(run, update)
+    test = load_splits(pc.data)[1]
+    result = {"val": 100 * split_probe(run.model.encoder, (run.x, run.y), None, "val", 0, run.device)["linear_probe_val"],
+              "test": 100 * split_probe(run.model.encoder, (run.x, run.y), test, "test", 0, run.device)["linear_probe"],
+              "wall_s": round(run.wall, 1)}
+    save_encoder(run, run.dir / "encoder.pt", finished=True)
+    save_atomic(json.dumps(result), out)
+    print(f"{pc.name}: {result}", flush=True)
+    return result
+
+
+def train_table(cfg: Config) -> None:
+    """--train: every (explorer, seed) pair through train_with, cfg.jobs at once; the paired table."""
+    explorers, seeds = cfg.train_explorers.split(","), [int(s) for s in cfg.seeds.split(",")]
+    if unknown := set(explorers) - {"random", "greedy-prior"}:
+        sys.exit(f"error: --train-explorers takes random and greedy-prior, got {sorted(unknown)}")
+    jobs = [(e, s) for s in seeds for e in explorers]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(cfg.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        got = dict(zip(jobs, pool.map(train_with, [cfg] * len(jobs), *zip(*jobs), [1 if cfg.jobs > 1 else 0] * len(jobs))))
+    print(f"\nlinear probe (%) after {cfg.updates} updates, actions chosen by each explorer; seeds {cfg.seeds}\n")
+    print("| explorer | split | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | − random (paired) | "
+          "training loop |\n|---|---|" + "---:|" * (len(seeds) + 3))
+    for e in explorers:
+        for split in ("val", "test"):
+            v = [got[e, s][split] for s in seeds]
+            diff = mean_std([got[e, s][split] - got["random", s][split] for s in seeds]) if "random" in explorers else "–"
+            wall = mean_std([got[e, s]["wall_s"] / 60 for s in seeds])
+            print(f"| {e} | {split} | " + " | ".join(f"{x:.1f}" for x in v) + f" | {mean_std(v)} | "
+                  f"{diff if e != 'random' else '–'} | {wall} min |")
+
+
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
     if cfg.cost:
         return cost(cfg)
+    if cfg.train:
+        return train_table(cfg)
     explorers = ["random", *[e for e in cfg.explorers.split(",") if e and e != "random"]]
     if unknown := set(explorers) - set(EXPLORERS):
         sys.exit(f"error: unknown explorer(s) {sorted(unknown)}; choose from {list(EXPLORERS)}")

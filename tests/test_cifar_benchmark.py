@@ -146,3 +146,24 @@ def test_probe_snapshot_scores_the_fixed_validation_tenth_and_the_test_split(tmp
     perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # pretrain.probe's --probe-split val
     assert torch.equal(val[0], train[0][perm[:4]]) and torch.equal(fit[1], train[1][perm[4:]])
     assert full[0] is train[0] and scored[0] is test[0]
+
+
+def test_world_grid_launches_every_cell_and_lists_every_finished_seed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cifar, "ROOT", tmp_path)
+    made_up = {("random", "0.8", 0): 0.50, ("palmup", "0.8", 0): 0.49, ("random", "0.95", 0): 0.52,
+               ("palmup", "0.95", 0): 0.53, ("random", "0.95", 1): 0.51, ("palmup", "0.95", 1): 0.50}
+    for (meth, ema, seed), p in made_up.items():
+        run = tmp_path / "runs" / f"cifar_world_{meth}_ema{ema}_mix0.5_s{seed}"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"linear_probe_val": p, "wall_time_s": 1.0}))
+    launched = []
+    monkeypatch.setattr(cifar, "launch", lambda jobs, cfg: launched.extend(jobs))
+    cifar.world(parse_config(cifar.Config, ["--emas", "0.8,0.95", "--mixes", "0.5,0.8"]))
+    assert len(launched) == 8 and all(["--probe-split", "val"] == f[-2:] for _, f in launched)  # 4 cells x 2 worlds
+    assert dict(launched)["cifar_world_palmup_ema0.95_mix0.8_s0"][:6] == ["--method", "palmup", "--ema", "0.95",
+                                                                         "--mix", "0.8"]
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+            for line in capsys.readouterr().out.splitlines() if re.match(r"\| 0\.", line)}
+    assert rows["0.8", "0.5"] == ["0", "50.0", "49.0", "50.0", "49.0", "-1.0"]
+    assert rows["0.95", "0.5"] == ["0,1", "52.0, 51.0", "53.0, 50.0", "51.5 ± 0.7", "51.5 ± 2.1", "0.0 ± 1.4"]
+    assert rows["0.8", "0.8"] == ["–"] * 6  # not run yet

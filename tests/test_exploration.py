@@ -4,6 +4,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -68,3 +69,36 @@ def test_cost_times_a_greedy_step_against_a_world_update(capsys):
     times = [float(line.split(": ")[1].split(" s")[0]) for line in out.splitlines() if line.endswith(" s")]
     assert len(times) == 2 and all(t > 0 for t in times), out
     assert "x as long" in out
+
+
+def test_train_pairs_the_greedy_explorer_with_uniform_actions_and_reads_finished_runs_back(tmp_path, monkeypatch):
+    """--train on the shipped embedded world, 2 updates: both explorers train and are probed, the greedy one's first
+    guesses are the uniform ones (so the runs differ by the explorer only), and a finished run is not redone."""
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    cfg = exploration.Config(generator=str(root / "checkpoints" / "embedded_gan.pt"), updates=2, seeds="0", jobs=1,
+                             greedy_steps=1, extra="--batch-size 16 --num-envs 8 --warmup 2 --buffer-size 200")
+    monkeypatch.setattr("pretrain.load_split", fake_split := lambda data, split, download=False: (
+        torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(len(split))),
+        torch.arange(60) % 10, [str(c) for c in range(10)]))
+    monkeypatch.setattr("data.load_splits", lambda data, download=False: (fake_split(data, "train"),
+                                                                          fake_split(data, "test")))
+    chosen = []
+    real = exploration.greedy_actions
+    monkeypatch.setattr(exploration, "greedy_actions", lambda *a, **k: chosen.append(a[3].clone()) or real(*a, **k))
+    drawn = {}  # explorer -> every uniform action batch its run drew (warm-up, then one per update)
+    uniform = exploration.pretrain.uniform_actions
+    got = {}
+    for e in ("random", "greedy-prior"):
+        monkeypatch.setattr(exploration.pretrain, "uniform_actions",
+                            lambda run, e=e: drawn.setdefault(e, []).append(uniform(run)) or drawn[e][-1])
+        got[e] = exploration.train_with(cfg, e, 0)
+    assert len(drawn["random"]) == len(drawn["greedy-prior"])  # filmstrips, warm-up steps, updates
+    assert all(torch.equal(a, b) for a, b in zip(drawn["random"], drawn["greedy-prior"]))  # the same stream
+    for r in got.values():
+        assert 0 <= r["val"] <= 100 and 0 <= r["test"] <= 100 and r["wall_s"] > 0
+    assert len(chosen) == 2 and all(any(torch.equal(c, u) for u in drawn["greedy-prior"]) for c in chosen)
+    runs = tmp_path / "runs"
+    assert (runs / "explorer_greedy-prior_s0" / "encoder.pt").is_file()
+    monkeypatch.setattr(exploration.pretrain, "train", lambda *a: pytest.fail("a finished run was trained again"))
+    assert exploration.train_with(cfg, "greedy-prior", 0) == got["greedy-prior"]

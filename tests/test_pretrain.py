@@ -162,6 +162,19 @@ def test_every_method_runs_end_to_end(tmp_path, monkeypatch, method):
         assert torch.load(out / "encoder_3.pt", weights_only=True)["update"] == 3
 
 
+@pytest.mark.parametrize("method", ["random", "palmup"])
+def test_a_snapshot_is_the_shorter_run_whether_or_not_it_probes(tmp_path, monkeypatch, method):
+    """The budget curve's premise: the snapshot at update 3 of a 6-update run without a probe is the encoder of a
+    3-update run with one (the probe loads labels; it must not change a single draw of the training)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = [*SMOKE[:SMOKE.index("--snapshots")], "--method", method]
+    pretrain.main([*tiny, "--updates", "6", "--snapshots", "3", "--no-probe", "--name", "long"])
+    pretrain.main([*tiny, "--updates", "3", "--name", "short"])
+    snap = torch.load(tmp_path / "runs" / "long" / "encoder_3.pt", weights_only=True)["state_dict"]
+    short = torch.load(tmp_path / "runs" / "short" / "encoder.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(snap[k], v) for k, v in short.items())
+
+
 def test_the_policy_file_rebuilds_the_actor(tmp_path, monkeypatch):
     from agent import SAC, SACConfig
     monkeypatch.chdir(tmp_path)
