@@ -17,7 +17,7 @@ at once, each with cores / N torch threads unless OMP_NUM_THREADS is set (on a G
 CPU: 2 runs of 1 thread). The sweep never looks at the test images: pretrain.py's `--probe-split val` fits the
 probe on 90 % of the training set and scores the other 10 %.
 """
-import dataclasses, functools, json, os, subprocess, sys, time
+import dataclasses, functools, json, os, subprocess, sys, textwrap, time
 from dataclasses import dataclass
 from typing import Literal
 from pathlib import Path
@@ -187,8 +187,13 @@ def probe_snapshot(path: Path, data, device) -> dict:
 
 
 def budget(cfg: Config) -> None:
-    """Each method trained once to the largest budget; its snapshots probed (cached in runs/<run>/probe_<update>.json,
-    keyed by the snapshot's size and mtime): tables on both splits, the test curve (PNG) and the wall time per run."""
+    """Palm-up and the random-policy world (--budget-seeds, paired), GenRep at sigma 0.3 and SimCLR (the first seed)
+    are each trained once to the largest of --budgets, keeping an encoder snapshot at every budget (pretrain.py
+    --snapshots, runs/<prefix>_budget_<method>_s<seed>/encoder_<update>.pt). Every snapshot is probed on the
+    validation split (fit on 90 % of train, score the other 10 %) and on the test split, cached in
+    runs/<run>/probe_<update>.json (keyed by the snapshot's size and mtime). Prints a table per split (method x
+    budget, mean ± std over seeds, Palm-up − random paired by seed) and each run's wall time, and draws test
+    accuracy against updates (--plot). Finished runs are skipped and interrupted ones resume."""
     budgets, all_seeds = [int(b) for b in cfg.budgets.split(",")], cfg.budget_seeds.split(",")
     seeds = {t: all_seeds if t in ("palmup", "random") else all_seeds[:1] for t in BUDGET}
     name = lambda tag, s: f"{cfg.prefix}_budget_{tag}_s{s}"  # noqa: E731
@@ -257,6 +262,10 @@ def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     modes = ("sweep", "table", "explore", "budget", "world")
     what = argv.pop(0) if argv and argv[0] in modes else sys.exit(f"usage: cifar.py {'|'.join(modes)} [flags]")
+    if {"-h", "--help"} & set(argv):  # the overview and what this mode does, then its flags
+        mode = {"explore": explore, "budget": budget, "world": world}.get(what)
+        print(__doc__.strip() + ("\n\n" + textwrap.fill(f"cifar.py {what}: {' '.join(mode.__doc__.split())}", 100)
+                                 if mode else "") + "\n")
     cfg = parse_config(Config, argv)
     (ROOT / "runs").mkdir(exist_ok=True)
     if what == "sweep":

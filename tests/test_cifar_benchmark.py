@@ -167,3 +167,11 @@ def test_world_grid_launches_every_cell_and_lists_every_finished_seed(tmp_path, 
     assert rows["0.8", "0.5"] == ["0", "50.0", "49.0", "50.0", "49.0", "-1.0"]
     assert rows["0.95", "0.5"] == ["0,1", "52.0, 51.0", "53.0, 50.0", "51.5 ± 0.7", "51.5 ± 2.1", "0.0 ± 1.4"]
     assert rows["0.8", "0.8"] == ["–"] * 6  # not run yet
+
+
+@pytest.mark.parametrize("mode", ["budget", "world"])
+def test_mode_help_says_what_the_mode_does_then_lists_its_flags(mode, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cifar.main([mode, "--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and f"cifar.py {mode}: " in out and "--budget-seeds" in out and "--world-seeds" in out
