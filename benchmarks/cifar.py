@@ -267,6 +267,8 @@ def main(argv=None) -> None:
         print(__doc__.strip() + ("\n\n" + textwrap.fill(f"cifar.py {what}: {' '.join(mode.__doc__.split())}", 100)
                                  if mode else "") + "\n")
     cfg = parse_config(Config, argv)
+    if cfg.parallel < 1:
+        sys.exit(f"error: --parallel must be >= 1 (runs at once), got {cfg.parallel}")
     (ROOT / "runs").mkdir(exist_ok=True)
     if what == "sweep":
         val = ["--probe-split", "val", "--seed", "0"]

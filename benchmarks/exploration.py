@@ -341,6 +341,8 @@ def train_table(cfg: Config) -> None:
 
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
+    if cfg.jobs < 1:
+        sys.exit(f"error: --jobs must be >= 1 (runs at once), got {cfg.jobs}")
     if cfg.cost:
         return cost(cfg)
     if cfg.train:

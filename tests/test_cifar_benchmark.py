@@ -175,3 +175,9 @@ def test_mode_help_says_what_the_mode_does_then_lists_its_flags(mode, capsys):
         cifar.main([mode, "--help"])
     out = capsys.readouterr().out
     assert stop.value.code == 0 and f"cifar.py {mode}: " in out and "--budget-seeds" in out and "--world-seeds" in out
+
+
+def test_no_runs_at_once_is_refused_before_anything_starts(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cifar.main(["world", "--parallel", "0"])  # launch would wait forever for a free slot
+    assert "error: --parallel must be >= 1" in str(stop.value.code)

@@ -102,3 +102,9 @@ def test_train_pairs_the_greedy_explorer_with_uniform_actions_and_reads_finished
     assert (runs / "explorer_greedy-prior_s0" / "encoder.pt").is_file()
     monkeypatch.setattr(exploration.pretrain, "train", lambda *a: pytest.fail("a finished run was trained again"))
     assert exploration.train_with(cfg, "greedy-prior", 0) == got["greedy-prior"]
+
+
+def test_no_jobs_at_once_is_refused():
+    with pytest.raises(SystemExit) as stop:
+        exploration.main(["--train", "--jobs", "0"])
+    assert "error: --jobs must be >= 1" in str(stop.value.code)
