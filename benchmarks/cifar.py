@@ -47,9 +47,11 @@ EXPLORE = {  # explore: run tag -> (label, flags). 512 envs: as many decoded fra
     "genrep": ("GenRep, σ 0.6 (default)", ["--method", "genrep"]),
     "genrep03": ("GenRep, σ 0.3 (the sweep's best)", ["--method", "genrep", "--genrep-sigma", "0.3"]),
 }
+WORLD = ["--ema", "0.9", "--mix", "0.8"]  # budget: the worlds' rho and w, chosen by `world` on CIFAR-10's validation
+#                                           split (docs/exploration.md section 6); WorldConfig keeps 0.8 and 0.5
 BUDGET = {  # budget: run tag -> (label, flags); the two worlds at the default 64 envs, seeds paired
-    "palmup": ("Palm-up", ["--method", "palmup"]),
-    "random": ("random-policy world", ["--method", "random"]),
+    "palmup": ("Palm-up", ["--method", "palmup", *WORLD]),
+    "random": ("random-policy world", ["--method", "random", *WORLD]),
     "genrep03": ("GenRep, σ 0.3", ["--method", "genrep", "--genrep-sigma", "0.3"]),
     "simclr": ("SimCLR, real images", ["--method", "simclr"]),
 }

@@ -78,8 +78,8 @@ def test_budget_launches_each_run_once_to_the_largest_budget(tmp_path, monkeypat
     flags = dict(jobs)
     assert sorted(flags) == sorted(f"cifar_budget_{t}_s{s}" for t, s in [("palmup", 0), ("palmup", 1), ("random", 0),
                                                                        ("random", 1), ("genrep03", 0), ("simclr", 0)])
-    assert flags["cifar_budget_random_s1"] == ["--method", "random", "--seed", "1", "--snapshots",
-                                               "300,600,1200,2400,4800", "--no-probe"]
+    assert flags["cifar_budget_random_s1"] == ["--method", "random", "--ema", "0.9", "--mix", "0.8", "--seed", "1",
+                                               "--snapshots", "300,600,1200,2400,4800", "--no-probe"]
     assert flags["cifar_budget_genrep03_s0"][:4] == ["--method", "genrep", "--genrep-sigma", "0.3"]
 
 
