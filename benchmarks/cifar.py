@@ -264,8 +264,9 @@ def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     modes = ("sweep", "table", "explore", "budget", "world")
     what = argv.pop(0) if argv and argv[0] in modes else sys.exit(f"usage: cifar.py {'|'.join(modes)} [flags]")
+    modes_with_a_function = {"explore": explore, "budget": budget, "world": world}
     if {"-h", "--help"} & set(argv):  # the overview and what this mode does, then its flags
-        mode = {"explore": explore, "budget": budget, "world": world}.get(what)
+        mode = modes_with_a_function.get(what)
         print(__doc__.strip() + ("\n\n" + textwrap.fill(f"cifar.py {what}: {' '.join(mode.__doc__.split())}", 100)
                                  if mode else "") + "\n")
     cfg = parse_config(Config, argv)
@@ -293,8 +294,8 @@ def main(argv=None) -> None:
             for s in GENREP_SIGMAS:
                 row("genrep sigma", s, f"{cfg.prefix}_sweep_genrep{s}")
         return
-    if what in ("explore", "budget", "world"):
-        return {"explore": explore, "budget": budget, "world": world}[what](cfg)
+    if what in modes_with_a_function:
+        return modes_with_a_function[what](cfg)
     seeds = cfg.seeds.split(",")
     launch([(f"{cfg.prefix}_{m}_s{s}", ["--method", m, "--seed", s]) for s in seeds for m in METHODS], cfg)
     runs = [str(ROOT / "runs" / f"{cfg.prefix}_{m}_s{s}") for m in METHODS for s in seeds]

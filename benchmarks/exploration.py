@@ -277,9 +277,8 @@ def train_with(cfg: Config, explorer: str, seed: int, threads: int = 0) -> dict:
     it on the validation and the test split -> {"val": %, "test": %, "wall_s": s} (a worker of train_table)."""
     if threads:
         torch.set_num_threads(threads)
+    from cifar import probe_snapshot  # benchmarks/cifar.py: the budget curve's probes, validation and test
     from data import load_splits
-    from evaluate import split_probe
-    from runfiles import save_encoder
     pc = dataclasses.replace(parse_config(pretrain.Config, shlex.split(cfg.extra)), method="random", seed=seed,
                              name=f"explorer_{explorer}_s{seed}", generator=cfg.generator, data=cfg.data,
                              updates=cfg.updates, device=cfg.device, probe=True, overwrite=True)
@@ -306,12 +305,9 @@ def train_with(cfg: Config, explorer: str, seed: int, threads: int = 0) -> dict:
         with timed(run.stage_s, "encoder update", run.device):
             return {"loss": pretrain.encoder_step(run, v1, v2)[1]}
 
-    pretrain.train(run, update)
-    test = load_splits(pc.data)[1]
-    result = {"val": 100 * split_probe(run.model.encoder, (run.x, run.y), None, "val", 0, run.device)["linear_probe_val"],
-              "test": 100 * split_probe(run.model.encoder, (run.x, run.y), test, "test", 0, run.device)["linear_probe"],
-              "wall_s": round(run.wall, 1)}
-    save_encoder(run, run.dir / "encoder.pt", finished=True)
+    pretrain.train(run, update)  # writes runs/explorer_<explorer>_s<seed>/encoder.pt
+    probes = probe_snapshot(run.dir / "encoder.pt", ((run.x, run.y), load_splits(pc.data)[1][:2]), run.device)
+    result = {"val": 100 * probes["val"], "test": 100 * probes["test"], "wall_s": round(run.wall, 1)}
     save_atomic(json.dumps(result), out)
     print(f"{pc.name}: {result}", flush=True)
     return result
@@ -327,16 +323,17 @@ def train_table(cfg: Config) -> None:
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(cfg.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         got = dict(zip(jobs, pool.map(train_with, [cfg] * len(jobs), *zip(*jobs), [1 if cfg.jobs > 1 else 0] * len(jobs))))
+    from cifar import print_table
     print(f"\nlinear probe (%) after {cfg.updates} updates, actions chosen by each explorer; seeds {cfg.seeds}\n")
-    print("| explorer | split | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | − random (paired) | "
-          "training loop |\n|---|---|" + "---:|" * (len(seeds) + 3))
+    rows = []
     for e in explorers:
         for split in ("val", "test"):
             v = [got[e, s][split] for s in seeds]
-            diff = mean_std([got[e, s][split] - got["random", s][split] for s in seeds]) if "random" in explorers else "–"
-            wall = mean_std([got[e, s]["wall_s"] / 60 for s in seeds])
-            print(f"| {e} | {split} | " + " | ".join(f"{x:.1f}" for x in v) + f" | {mean_std(v)} | "
-                  f"{diff if e != 'random' else '–'} | {wall} min |")
+            diff = mean_std([x - got["random", s][split] for x, s in zip(v, seeds)]) if "random" in explorers else "–"
+            rows.append([e, split, *(f"{x:.1f}" for x in v), mean_std(v), diff if e != "random" else "–",
+                         f"{mean_std([got[e, s]['wall_s'] / 60 for s in seeds])} min"])
+    print_table(["explorer", "split", *(f"seed {s}" for s in seeds), "mean ± std", "− random (paired)",
+                 "training loop"], rows)
 
 
 def main(argv=None) -> None:
