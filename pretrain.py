@@ -25,7 +25,7 @@ Baselines (--method) replace steps 1-4 by a `pairs_<method>` function (PAIRS); t
 Writes runs/<name>/ only (runfiles.py). Re-running the same command resumes an interrupted run from its checkpoint,
 bit for bit on the CPU; a finished or interrupted run refuses a command that asks for a different experiment.
 """
-import contextlib, dataclasses, json, math, sys, time
+import contextlib, math, sys, time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,12 +35,12 @@ import torch.nn.functional as F
 import runfiles
 from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward, knn_spread
 from biggan import check_biggan_flags, is_biggan
-from common import RunLock, parse_config, pick_device, require, run_dir, save_atomic, seed_everything, timed
+from common import RunLock, parse_config, pick_device, require, run_dir, seed_everything, timed
 from data import check_classes, load_split, load_splits, to_float, to_uint8
 from encoder import Model, augment, info_nce
 from evaluate import split_probe
 from generator import load_generator
-from world import LatentWorld, WorldConfig, latent_step, save_filmstrip
+from world import LatentWorld, WorldConfig, latent_step, rollout, save_filmstrip
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
 MAY_CHANGE = ("updates", "checkpoint_every", "probe", "probe_images", "probe_split", "download", "overwrite", "device",
@@ -282,7 +282,7 @@ def train(run: Run, update=None) -> None:
                 run.metrics.append(log)
                 bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
                                 alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{images / (time.time() - t_start):.0f}")
-                check_divergence(run, log)
+                runfiles.check_divergence(run, log)
             if run.step in snapshots and run.rank == 0:
                 runfiles.save_encoder(run, run.dir / f"encoder_{run.step}.pt", finished=True)
             if run.step % cfg.checkpoint_every == 0 and run.step < total:
@@ -302,36 +302,11 @@ def train(run: Run, update=None) -> None:
         runfiles.plot(run.metrics, run.dir)
 
 
-def check_divergence(run: Run, log: dict) -> None:
-    """Stop a run that diverged: a loss or the reward NaN or inf, weights past cfg.max_weight, or the loss pinned
-    at its chance value (uniform logits: ln B for InfoNCE, ln C for the supervised loss) for cfg.chance_patience
-    logged steps."""
-    cfg = run.cfg
-    core = [k for k in log if k in ("loss", "reward", "alpha") or k.endswith("_loss")]  # (diagnostics may be NaN)
-    bad = [k for k in core if not math.isfinite(log[k])]
-    if bad:
-        raise FloatingPointError(f"{bad[0]} is {log[bad[0]]} at update {run.step}; lower --lr")
-    big = max(p.detach().abs().max().item() for p in run.model.encoder.parameters())
-    if not big <= cfg.max_weight:
-        raise FloatingPointError(f"diverged at update {run.step}: an encoder weight reached {big:.3g} "
-                                 f"(> --max-weight {cfg.max_weight:g}); lower --lr")
-    chance = math.log(run.model.classifier.out_features if cfg.method == "supervised" else cfg.batch_size)
-    recent = [m["loss"] for m in run.metrics[-cfg.chance_patience:] if m["update"] > 100]
-    if len(recent) == cfg.chance_patience and all(abs(v - chance) < 1e-3 * chance for v in recent):
-        raise FloatingPointError(f"diverged: the loss has stayed at its chance value {chance:.4f} for "
-                                 f"{10 * cfg.chance_patience} updates (at update {run.step}); lower --lr")
-
-
 def filmstrip(run: Run, path) -> None:
     """8 envs of the run's world for one episode, acting as the run acts: rows are envs, columns time."""
-    if run.world is None:
-        return
-    world = LatentWorld(run.G, 8, run.world.cfg, seed=12345)
-    obs, frames = world.reset(), []
-    for _ in range(run.cfg.horizon):
-        obs, info = world.step(act(run, obs))
-        frames.append(info["next_obs"])
-    save_filmstrip(torch.stack(frames), path)  # (H, 8, 3, S, S)
+    if run.world is not None:
+        world = LatentWorld(run.G, 8, run.world.cfg, seed=12345)
+        save_filmstrip(rollout(world, run.cfg.horizon, policy=lambda obs: act(run, obs))[0], path)  # (H + 1, 8, ...)
 
 
 # ---- before and after: the flags, the probe, main ---------------------------------------------------------------------
@@ -408,10 +383,7 @@ def main(argv=None) -> dict:
                 except KeyboardInterrupt:
                     sys.exit(f"interrupted during the linear probe: {out}/encoder.pt is complete; score it with "
                              f"`python evaluate.py {out}`")
-            result["stage_s"] = {k: round(v, 1) for k, v in run.stage_s.items()}  # where the time went
-            kept = {**result, "config": dataclasses.asdict(cfg), "generator_id": run.generator_id}
-            save_atomic(json.dumps(kept, indent=1), out / "result.json")
-            (out / "ckpt.pt").unlink(missing_ok=True)
+            runfiles.save_result(run, result)  # result.json (with the config and the time per stage); ckpt.pt goes
     except (FileNotFoundError, ValueError, FloatingPointError, OSError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))
     print(f"{cfg.name}: {result}")

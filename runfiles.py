@@ -6,7 +6,8 @@
     encoder_<u>.pt     the same at update u (--snapshots)
     agent.pt           Palm-up's SAC actor with its config (play.py races it)
     metrics.csv, curves.png, result.json
-None of this is the method: pretrain.py reads top to bottom without it. The run object it takes is pretrain.Run.
+check_divergence, the guard that stops a diverged run, lives here too. None of this is the method: pretrain.py
+reads top to bottom without it. The run object it takes is pretrain.Run.
 """
 import csv, dataclasses, hashlib, json, math, os, sys
 from pathlib import Path
@@ -113,6 +114,26 @@ def resume_or_start(run, may_change) -> None:
     print(f"resuming {run.dir} from update {run.step}")
 
 
+def check_divergence(run, log: dict) -> None:
+    """Stop a run that diverged: a loss or the reward NaN or inf, weights past cfg.max_weight, or the loss pinned
+    at its chance value (uniform logits: ln B for InfoNCE, ln C for the supervised loss) for cfg.chance_patience
+    logged steps."""
+    cfg = run.cfg
+    core = [k for k in log if k in ("loss", "reward", "alpha") or k.endswith("_loss")]  # (diagnostics may be NaN)
+    bad = [k for k in core if not math.isfinite(log[k])]
+    if bad:
+        raise FloatingPointError(f"{bad[0]} is {log[bad[0]]} at update {run.step}; lower --lr")
+    big = max(p.detach().abs().max().item() for p in run.model.encoder.parameters())
+    if not big <= cfg.max_weight:
+        raise FloatingPointError(f"diverged at update {run.step}: an encoder weight reached {big:.3g} "
+                                 f"(> --max-weight {cfg.max_weight:g}); lower --lr")
+    chance = math.log(run.model.classifier.out_features if cfg.method == "supervised" else cfg.batch_size)
+    recent = [m["loss"] for m in run.metrics[-cfg.chance_patience:] if m["update"] > 100]
+    if len(recent) == cfg.chance_patience and all(abs(v - chance) < 1e-3 * chance for v in recent):
+        raise FloatingPointError(f"diverged: the loss has stayed at its chance value {chance:.4f} for "
+                                 f"{10 * cfg.chance_patience} updates (at update {run.step}); lower --lr")
+
+
 def parse_snapshots(spec: str) -> set[int]:
     try:
         return {int(s) for s in spec.split(",") if s.strip()}
@@ -149,6 +170,15 @@ def save_agent(run) -> None:
                  "sac_config": dataclasses.asdict(run.sac.cfg),
                  "actor": getattr(run.sac.actor, "module", run.sac.actor).state_dict(),  # unwrapped under torchrun
                  "config": dataclasses.asdict(run.cfg)}, run.dir / "agent.pt")
+
+
+def save_result(run, result: dict) -> None:
+    """result.json: the result, where the time went (seconds per stage), the config and the generator's identity.
+    The finished run needs no checkpoint any more."""
+    result["stage_s"] = {k: round(v, 1) for k, v in run.stage_s.items()}
+    kept = {**result, "config": dataclasses.asdict(run.cfg), "generator_id": run.generator_id}
+    save_atomic(json.dumps(kept, indent=1), run.dir / "result.json")
+    (run.dir / "ckpt.pt").unlink(missing_ok=True)
 
 
 def plot(metrics: list, folder: Path) -> None:

@@ -19,13 +19,11 @@ policy tanh(mean) on fixed evaluation episodes, the same for every agent and see
     uniform-random  a_t ~ U[-1, 1]^d: z_t stays ~N(0, I) (world.py), the distance ~sqrt(2)
     greedy          knows z_t and the dynamics: a_t = clip((z_goal - rho z_t) / (sqrt(1 - rho^2) w s), -1, 1)
                     puts the mean of z_t+1 on the goal where |a_t| <= 1 allows; the noise is what is left
-World coefficients: pretraining's (world.WorldConfig), so Palm-up's encoder sees its own world. They leave enough
-control: a unit action moves z by sqrt(1 - rho^2) w s = 0.52, as much as the noise's std per step, and holding z on
-a goal needs |a| = (1 - rho) |z_goal| / 0.52 < 1 for 99 % of the coordinates. The SAC settings below were chosen on
-the oracle (docs/transfer.md, with the references' returns). Features are standardised with the mean / std of random
-frames G(z, y), as in the linear probe: SAC gets inputs of one scale whatever the encoder. Replay holds the features (s, a, r, s'),
-not agent.ReplayBuffer's uint8 frames: they never change (frozen encoder), and no frame is re-encoded per update.
-s' of an episode's last step is its true successor, same goal; agent.SAC always bootstraps (time limit).
+World coefficients: pretraining's (world.WorldConfig), so Palm-up's encoder sees its own world; docs/transfer.md
+shows they leave enough control. SAC's settings were chosen on the oracle (docs/transfer.md). Features are
+standardised with the mean / std of random frames G(z, y), as in the linear probe, so SAC's inputs have one scale
+whatever the encoder. The replay holds features (s, a, r, s'), computed once (the encoder is frozen); the last
+step's s' is its true successor, and agent.SAC always bootstraps (a time limit, not a terminal state).
 
     python transfer.py                  # oracle vs random-init, 1 seed, references: minutes on one CPU thread
     python transfer.py --encoders runs/palmup_s0 runs/genrep_s0/encoder.pt random-init oracle --seeds 0 1 2

@@ -174,17 +174,18 @@ class LatentWorld:
         return frames[self.num_envs:], info  # (N, 3, 32, 32): the new episodes' first frames
 
 
-def rollout(world: LatentWorld, steps: int, seed: int = 0):
-    """Uniform-random policy from a reset. Frame k is the successor of step k (k = 0: the reset frame); the first
-    frame of a later episode is not recorded (frame k+1 is then its successor, t = 1).
+def rollout(world: LatentWorld, steps: int, seed: int = 0, policy=None):
+    """Play `steps` steps from a reset, acting with policy(obs (N, 3, S, S)) -> (N, d) in [-1, 1], by default the
+    uniform-random policy. Frame k is the successor of step k (k = 0: the reset frame); the first frame of a later
+    episode is not recorded (frame k+1 is then its successor, t = 1).
 
     -> frames (steps + 1, N, 3, 32, 32), labels (steps + 1, N), latents (steps + 1, N, d), times t (steps + 1, N)"""
     g = torch.Generator(device=world.device).manual_seed(seed)
+    policy = policy or (lambda obs: torch.rand(len(obs), world.latent_dim, generator=g, device=world.device) * 2 - 1)
     obs = world.reset()
     frames, labels, latents, times = [obs], [world.y.clone()], [world.z.clone()], [world.t.clone()]
     for _ in range(steps):
-        a = torch.rand(world.num_envs, world.latent_dim, generator=g, device=world.device) * 2 - 1  # (N, d)
-        _, info = world.step(a)
+        obs, info = world.step(policy(obs))
         frames.append(info["next_obs"])
         labels.append(info["y"])
         latents.append(info["z"])

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cifar  # noqa: E402
 from common import parse_config  # noqa: E402
 from evaluate import random_encoder  # noqa: E402
+import evaluate  # noqa: E402
 
 PROBES = {"palmup_e512": [0.50, 0.52, 0.47], "random_e512": [0.52, 0.53, 0.50],  # made-up accuracies
           "genrep": [0.51, 0.55, 0.49], "genrep03": [0.56, 0.54, 0.52]}
@@ -138,14 +139,20 @@ def test_probe_snapshot_scores_the_fixed_validation_tenth_and_the_test_split(tmp
     g = torch.Generator().manual_seed(0)
     train, test = [(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
                     torch.arange(n) % 2) for n in (40, 10)]
-    calls, real = [], cifar.linear_probe
-    monkeypatch.setattr(cifar, "linear_probe", lambda enc, a, b, dev: calls.append((a, b)) or real(enc, a, b, dev))
-    acc = cifar.probe_snapshot(tmp_path / "runs" / "cifar_budget_palmup_s0" / "encoder_300.pt", (train, test), "cpu")
+    extracted, calls, real = [], [], cifar.linear_probe_features
+    monkeypatch.setattr(cifar, "extract_features", lambda enc, x, dev: extracted.append(x) or evaluate.extract_features(
+        enc, x, dev))
+    monkeypatch.setattr(cifar, "linear_probe_features", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    path = tmp_path / "runs" / "cifar_budget_palmup_s0" / "encoder_300.pt"
+    acc = cifar.probe_snapshot(path, (train, test), "cpu")
     assert set(acc) == {"val", "test"} and all(0 <= v <= 1 for v in acc.values())
-    (fit, val), (full, scored) = calls
+    assert len(extracted) == 2 and extracted[0] is train[0] and extracted[1] is test[0]  # each image encoded once
+    (f_fit, y_fit, f_val, y_val), (f_full, y_full, f_test, y_test) = calls
     perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # pretrain.probe's --probe-split val
-    assert torch.equal(val[0], train[0][perm[:4]]) and torch.equal(fit[1], train[1][perm[4:]])
-    assert full[0] is train[0] and scored[0] is test[0]
+    features = evaluate.extract_features(evaluate.load_encoder(path, "cpu")[0], train[0][perm[:4]], "cpu")
+    torch.testing.assert_close(f_val, features)  # the validation tenth: the features of those very images
+    assert torch.equal(y_val, train[1][perm[:4]]) and torch.equal(y_fit, train[1][perm[4:]]) and len(f_fit) == 36
+    assert y_full is train[1] and len(f_full) == 40 and y_test is test[1] and len(f_test) == 10
 
 
 def test_world_grid_launches_every_cell_and_lists_every_finished_seed(tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import evaluate
 import data
 import generator as gen
 import pretrain
+import runfiles
 from common import ROOT
 
 SHIPPED = str(ROOT / "checkpoints" / "embedded_gan.pt")
@@ -170,9 +171,9 @@ def test_a_loss_pinned_at_chance_is_caught(tmp_path, monkeypatch):
     run.step = 200
     run.metrics = [{"update": u, "loss": float(torch.log(torch.tensor(16.0)))} for u in range(110, 210, 10)]
     with pytest.raises(FloatingPointError, match="chance value"):
-        pretrain.check_divergence(run, run.metrics[-1])
+        runfiles.check_divergence(run, run.metrics[-1])
     run.metrics[-1]["loss"] = 2.0  # one step that learns: not stuck
-    pretrain.check_divergence(run, run.metrics[-1])
+    runfiles.check_divergence(run, run.metrics[-1])
 
 
 # ---- 7. generator.py --eval on data with another class count -----------------------------------------------------

@@ -147,6 +147,18 @@ def test_rollout_times_mark_the_resets(tiny_G):
     assert (labels[1:][ok] == labels[:-1][ok]).all()  # no class change inside an episode
 
 
+def test_rollout_acts_with_its_policy_on_the_frames_the_envs_show(tiny_G):
+    seen = []
+
+    def push(obs):  # always the largest action on every dimension
+        seen.append(obs.clone())
+        return torch.ones(len(obs), tiny_G.latent_dim)
+
+    frames, _, z, _ = rollout(make_world(tiny_G, horizon=8), 5, policy=push)
+    assert len(seen) == 5 and torch.equal(seen[0], frames[0]) and torch.equal(seen[3], frames[3])  # no reset yet
+    assert z[-1].mean() > 0.5 > rollout(make_world(tiny_G, horizon=8), 5)[2][-1].mean().abs()  # the policy drives z
+
+
 def test_a_new_world_reports_its_state_before_reset_and_peeks_the_next_noise(tiny_G):
     world = make_world(tiny_G)
     assert world.state()["steps"] == 0  # no AttributeError before the first reset
