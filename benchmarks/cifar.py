@@ -228,7 +228,9 @@ def budget(cfg: Config) -> None:
                  for t in BUDGET for s in seeds[t]])
     fig, ax = pyplot().subplots(figsize=(6, 4))
     for i, (t, (label, _)) in enumerate(BUDGET.items()):
-        a = torch.tensor(acc[t, "test"], dtype=torch.float64)  # (seeds, budgets)
+        a = torch.tensor(acc[t, "test"], dtype=torch.float64)  # (seeds, budgets); NaN: no snapshot yet
+        if a.isnan().all():
+            continue  # a run not started yet gets no legend entry (the table shows its "–")
         ax.plot(budgets, a.mean(0), "o-", color=f"C{i}", label=f"{label} ({len(a)} seed{'s' if len(a) > 1 else ''})")
         if len(a) > 1:
             ax.fill_between(budgets, a.min(0).values, a.max(0).values, color=f"C{i}", alpha=0.2, lw=0)
@@ -237,7 +239,9 @@ def budget(cfg: Config) -> None:
     ax.minorticks_off()
     ax.set(xlabel="encoder updates (log scale)", ylabel="test linear probe (%)",
            title=f"{Path(cfg.data).name}: linear probe against budget; band: min–max over seeds")
-    ax.legend(fontsize=8), ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3)
+    if ax.lines:  # none before the first snapshot
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save_png(fig, Path(cfg.plot) if cfg.plot else ROOT / "runs" / f"{cfg.prefix}_budget.png")
 

@@ -119,6 +119,21 @@ def test_budget_tables_pair_by_seed_cache_the_probes_and_draw_the_curve(tmp_path
     assert (tmp_path / "runs" / "cifar_budget.png").stat().st_size > 0
 
 
+def test_budget_curve_leaves_out_a_run_without_snapshots(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar, "ROOT", tmp_path)
+    fake_budget_runs(tmp_path)
+    for snap in (tmp_path / "runs" / "cifar_budget_genrep03_s0").glob("encoder_*.pt"):
+        snap.unlink()  # GenRep's run has not started
+    monkeypatch.setattr(cifar, "launch", lambda jobs, cfg: None)
+    monkeypatch.setattr(cifar, "load_data", lambda data: None)
+    monkeypatch.setattr(cifar, "probe_snapshot", lambda path, *_: {"val": 0.5, "test": 0.5})
+    figs = []
+    monkeypatch.setattr(cifar, "save_png", lambda fig, path: figs.append(fig))
+    cifar.budget(parse_config(cifar.Config, ["--budgets", "300,600"]))
+    labels = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
+    assert labels == ["Palm-up (2 seeds)", "random-policy world (2 seeds)", "SimCLR, real images (1 seed)"]
+
+
 def test_budget_recomputes_a_probe_when_its_snapshot_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(cifar, "ROOT", tmp_path)
     fake_budget_runs(tmp_path)
