@@ -284,4 +284,5 @@ def timed(stages: dict, key: str, device: torch.device | None = None):
 def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
     """'m' for one value, 'm ± s' (sample std, n - 1) for several, after multiplying by scale."""
     v = torch.tensor(values, dtype=torch.float64) * scale
-    return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+    m = round(v.mean().item(), digits) + 0.0  # + 0.0: a mean that rounds to zero prints as 0.0, never -0.0
+    return f"{m:.{digits}f}" if len(v) == 1 else f"{m:.{digits}f} ± {v.std():.{digits}f}"

@@ -106,3 +106,4 @@ def test_run_lock_keeps_a_second_process_out_and_takes_over_stale_locks(tmp_path
 def test_mean_std_uses_the_sample_std():
     assert mean_std([0.5]) == "0.5"
     assert mean_std([0.1, 0.3], scale=100) == "20.0 ± 14.1"
+    assert mean_std([0.1, -0.18]) == "0.0 ± 0.2" and mean_std([-0.01]) == "0.0"  # never "-0.0"
