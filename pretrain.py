@@ -306,7 +306,7 @@ def filmstrip(run: Run, path) -> None:
     """8 envs of the run's world for one episode, acting as the run acts: rows are envs, columns time."""
     if run.world is not None:
         world = LatentWorld(run.G, 8, run.world.cfg, seed=12345)
-        save_filmstrip(rollout(world, run.cfg.horizon, policy=lambda obs: act(run, obs))[0], path)  # (H + 1, 8, ...)
+        save_filmstrip(rollout(world, run.cfg.horizon, policy=lambda obs: act(run, obs))[0], path)  # (H + 1, 8, 3, S, S)
 
 
 # ---- before and after: the flags, the probe, main ---------------------------------------------------------------------
@@ -383,7 +383,7 @@ def main(argv=None) -> dict:
                 except KeyboardInterrupt:
                     sys.exit(f"interrupted during the linear probe: {out}/encoder.pt is complete; score it with "
                              f"`python evaluate.py {out}`")
-            runfiles.save_result(run, result)  # result.json (with the config and the time per stage); ckpt.pt goes
+            runfiles.save_result(run, result)  # result.json, with the config and the time per stage; removes ckpt.pt
     except (FileNotFoundError, ValueError, FloatingPointError, OSError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))
     print(f"{cfg.name}: {result}")
