@@ -306,7 +306,7 @@ def filmstrip(run: Run, path) -> None:
     """8 envs of the run's world for one episode, acting as the run acts: rows are envs, columns time."""
     if run.world is not None:
         world = LatentWorld(run.G, 8, run.world.cfg, seed=12345)
-        save_filmstrip(rollout(world, run.cfg.horizon, policy=lambda obs: act(run, obs))[0], path)  # (H + 1, 8, 3, S, S)
+        save_filmstrip(rollout(world, run.cfg.horizon, policy=lambda obs: act(run, obs))[0], path)  # (H+1, 8, 3, S, S)
 
 
 # ---- before and after: the flags, the probe, main ---------------------------------------------------------------------
