@@ -155,14 +155,19 @@ def linear_probe(encoder, train_set, test_set, device="cpu", batch_size=256, **k
     return linear_probe_features(f_train, train_set[1], f_test, test_set[1], device=device, **kw)["test_acc"]
 
 
+def val_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation rule for n training images: a fixed random 10 %, the same in every run -> (fit, val) indices."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return perm[n // 10:], perm[:n // 10]
+
+
 def split_probe(encoder, train, test, split: str = "test", n: int = 0, device="cpu") -> dict:
     """A pretraining run's closing probe: fit on train (x, y), score test (x, y, ...) -> {"linear_probe": acc}; with
     split "val" fit on 90 % of train and score a fixed other 10 % -> {"linear_probe_val": acc} (choose settings
     there, never on the test split). n > 0: only the first n training and n // 5 scored images (quick checks)."""
     x, y = train
     if split == "val":
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # the same 10 % in every run
-        (xtr, ytr), (xte, yte) = [(x[i], y[i]) for i in (perm[len(perm) // 10:], perm[:len(perm) // 10])]
+        (xtr, ytr), (xte, yte) = [(x[i], y[i]) for i in val_split(len(x))]
     else:
         (xtr, ytr), (xte, yte) = (x, y), test[:2]
     m = max(n // 5, 1) if n else len(xte)  # the whole scored split unless n cuts it

@@ -27,7 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from common import atomic_path, mean_std, parse_config, pick_device  # noqa: E402
-from evaluate import cached_probe, extract_features, linear_probe_features, load_data, load_encoder  # noqa: E402
+from evaluate import (cached_probe, extract_features, linear_probe_features, load_data, load_encoder,  # noqa: E402
+                      val_split)
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
 SWEEP = {  # knob -> values; the first value of each list is the default, run once as the baseline
@@ -180,12 +181,11 @@ def explore(cfg: Config) -> None:
 
 def probe_snapshot(path: Path, data, device) -> dict:
     """Linear probes of one encoder snapshot (evaluate.py): on pretrain.py's validation split (fit on 90 % of train,
-    score a fixed 10 %; the rule of evaluate.split_probe) and on the test split. data = ((x, y) train, (x, y) test).
+    score the fixed 10 % of evaluate.val_split) and on the test split. data = ((x, y) train, (x, y) test).
     The features of each image are extracted once and serve both probes."""
     encoder, ((x, y), (x_test, y_test)) = load_encoder(path, device)[0], data
     f, f_test = (extract_features(encoder, images, device) for images in (x, x_test))  # (N, D), (M, D)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    fit, val = perm[len(perm) // 10:], perm[:len(perm) // 10]
+    fit, val = val_split(len(x))  # pretrain.py --probe-split val's 10 %
     return {"val": linear_probe_features(f[fit], y[fit], f[val], y[val], device=device)["test_acc"],
             "test": linear_probe_features(f, y, f_test, y_test, device=device)["test_acc"]}
 
