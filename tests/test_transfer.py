@@ -32,15 +32,16 @@ def save_tiny_encoder(path):
 
 
 def test_metric_weights_are_the_pixel_metric_pulled_back(tiny_G):
-    """W W^T = M / tr M with M = mean_n J_n^T J_n / P, J_n the Jacobian of G at (z_n, y_n) (forward-mode autograd here,
-    finite differences in transfer.py: float32 round-off bounds the agreement to ~1e-3 of the diagonal's ~1/8)."""
+    """W W^T = M / tr M with M = mean_n J_n^T J_n / P, J_n the Jacobian of G at (z_n, y_n) (autograd's Jacobian-vector
+    products here, finite differences in transfer.py: float32 round-off bounds the agreement to ~1e-3 of the
+    diagonal's ~1/8)."""
     W = transfer.distance_weights(tiny_G, "metric", samples=8, h=1e-3, seed=3)
     g = torch.Generator().manual_seed(3)  # the same draws as distance_weights
     z, y = torch.randn(8, 8, generator=g), torch.randint(3, (8,), generator=g)
     M = torch.zeros(8, 8)
     for n in range(8):
-        J = torch.autograd.functional.jacobian(lambda v: tiny_G(v[None], y[n:n + 1]).flatten(), z[n],
-                                               vectorize=True, strategy="forward-mode")  # (P, d)
+        f = lambda v: tiny_G(v[None], y[n:n + 1]).flatten()  # noqa: E731
+        J = torch.stack([torch.autograd.functional.jvp(f, z[n], e)[1] for e in torch.eye(8)], 1)  # (P, d)
         M += J.T @ J / (8 * J.shape[0])
     torch.testing.assert_close(W @ W.T, M / M.trace(), rtol=2e-2, atol=1e-3)
     torch.testing.assert_close(transfer.distance_weights(tiny_G, "euclid"), torch.eye(8) / math.sqrt(8))
