@@ -1,19 +1,19 @@
-"""common.py — the plumbing every script shares, at the bottom of the house (it imports no other file of ours).
+"""common.py — the harness every script shares, at the bottom of the house (it imports no file of ours).
 
+    cli(main)                      the one way out of every script: one `error:` line, or one line on Ctrl-C
+    parse_config(Config, argv)     a dataclass -> flags (nested configs flattened), each checked once here
     pick_device("auto")            CUDA when present, else the CPU (where it also tunes malloc)
     seed_everything(seed)          python, numpy and torch in one call
-    parse_config(Config, argv)     a dataclass -> argparse flags; each field's comment is its --help text
-    atomic_path(path)              write to a temporary file, then rename: never a half-written file
-    check_out(path, kind)          an output path the run can write: refused before any work when it cannot
-    require_finite_weights(sd, w)  refuse a state_dict holding NaN or inf, naming the tensor
-    check_threads(n, who)          --threads in 0 (torch's default) .. 4 x the cores
-    run_dir(name)                  runs/<name>, refusing names that would write anywhere else
+    atomic_path(path)              write a temporary file, then rename: never a half-written file
+    load_checkpoint(path, kind)    the one careful loader: torch.load(weights_only=True), kind and keys
+    check_out(path, kind)          an output path the run can write: refused before any work
     RunLock(folder)                runs/<name>/.lock: one process per run folder
-    timed(stages, key)             add a block's wall time to stages[key]
-Files import downward only: common -> data -> encoder -> biggan -> generator -> world -> agent -> evaluate ->
-runfiles -> pretrain -> transfer -> play.
+    Stopwatch                      seconds per stage, without waiting for the GPU on unlogged updates
+Files import downward only: common -> data -> encoder -> generator -> world -> agent -> evaluate ->
+runfiles -> pretrain -> transfer -> play (biggan.py and ddp.py only when used).
 """
-import argparse, contextlib, ctypes, dataclasses, inspect, io, os, random, re, sys, time, tokenize, typing
+import argparse, contextlib, ctypes, dataclasses, functools, inspect, io, os, random, re, sys, time
+import tokenize, typing
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +21,31 @@ import torch
 
 ROOT = Path(__file__).resolve().parent
 DEVICES = ("auto", "cpu", "cuda")  # --device choices; "auto" = CUDA when present, else CPU
-TUNE_MALLOC = True  # pick_device calls keep_freed_memory on the CPU (benchmarks/speed.py --no-tune-malloc: off)
+TUNE_MALLOC = True  # pick_device calls keep_freed_memory on the CPU (benchmarks/speed.py can turn it off)
 
 
 class ConfigError(ValueError):
-    """A flag or input the run cannot use; the scripts print it as one `error:` line and exit non-zero."""
+    """A flag or input the run cannot use: printed as one `error:` line, exit non-zero."""
+
+
+def cli(main):
+    """Wrap a script's main: whatever goes wrong outside the method (a bad flag, a missing or damaged
+    file, a full disk, an allocation that cannot fit, a diverged loss) ends in one `error:` line and
+    exit status 1; Ctrl-C in one line. A main that keeps a run says itself what Ctrl-C kept."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.exit("interrupted: every file already written is complete (all writes are atomic)")
+        except (ValueError, OSError, FloatingPointError, MemoryError, RuntimeError) as e:
+            text = " ".join(str(e).split()) or type(e).__name__
+            if isinstance(e, RuntimeError) and not re.search(r"memory|allocat", text, re.I):
+                raise  # a bug, not bad input: keep its traceback
+            if isinstance(e, (MemoryError, RuntimeError)):
+                text = f"out of memory ({text[:200]}); ask for smaller sizes"
+            sys.exit(f"error: {text}")
+    return wrapped
 
 
 # ---- device and seeds ----------------------------------------------------------------------------------------------
@@ -63,8 +83,9 @@ def seed_everything(seed: int) -> None:
 
 
 # ---- configs and command lines -------------------------------------------------------------------------------------
+@functools.lru_cache
 def field_help(cls) -> dict[str, str]:
-    """{field: its trailing comment} from the dataclass's source; comment-only lines right below continue it."""
+    """{field: its trailing comment} from the dataclass's source; comment-only lines below continue it."""
     lines = inspect.getsource(cls).splitlines()
     names = {f.name for f in dataclasses.fields(cls)}
     helps, last = {}, None
@@ -88,22 +109,49 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(f"error: {message} (see --help)")
 
 
+def config_fields(cls, prefix: str = ""):
+    """(flag name, field, its class) of every field; a nested config's fields are flattened, their
+    names prefixed by the field's metadata "prefix" (SAC's: --sac-gamma; the world's: --mix)."""
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type):
+            yield from config_fields(f.type, prefix + f.metadata.get("prefix", ""))
+        else:
+            yield prefix + f.name, f, cls
+
+
 def parse_config(cls, argv=None):
-    """A dataclass instance from the command line (make_parser); argv items may be paths."""
+    """A config from the command line (make_parser), every rule of it and of its nested configs
+    checked (their rules() methods): the one place flags are validated. argv items may be paths."""
     argv = None if argv is None else [str(a) for a in argv]
-    return cls(**vars(make_parser(cls).parse_intermixed_args(argv)))  # run folders may sit between flags
+    flags = vars(make_parser(cls).parse_intermixed_args(argv))  # run folders may sit between flags
+
+    def build(cls, prefix):
+        kw = {f.name: build(f.type, prefix + f.metadata.get("prefix", ""))
+              if dataclasses.is_dataclass(f.type) else flags[prefix + f.name]
+              for f in dataclasses.fields(cls)}
+        return cls(**kw)
+    cfg = build(cls, "")
+    check_rules(cfg, Path(sys.modules[cls.__module__].__file__).name)
+    return cfg
+
+
+def check_rules(cfg, who: str) -> None:
+    """Raise ConfigError naming the first rule of cfg.rules() (and of its nested configs) that fails."""
+    for f in dataclasses.fields(cfg):
+        if dataclasses.is_dataclass(getattr(cfg, f.name)):
+            check_rules(getattr(cfg, f.name), who)
+    require(cfg.rules() if hasattr(cfg, "rules") else {}, who)
 
 
 def make_parser(cls) -> argparse.ArgumentParser:
-    """argparse flags from a dataclass: --field value; bools --flag / --no-flag; typing.Literal fields take only their
-    choices; list fields take several values; a field with metadata {"positional": True} is positional. The field's
-    comment is its help text, and --help shows every default and choice."""
+    """argparse flags from a dataclass: --field value; bools --flag / --no-flag; Literal fields take
+    only their choices; list fields take several values; metadata {"positional": True} makes a
+    positional. The field's comment is its help text; --help shows every default and choice."""
     doc = (sys.modules[cls.__module__].__doc__ or "").strip()
     p = _Parser(description=doc.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    helps = field_help(cls)
-    for f in dataclasses.fields(cls):
+    for name, f, owner in config_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kw = {"default": default, "help": helps.get(f.name, " ").replace("%", "%%")}
+        kw = {"default": default, "help": field_help(owner).get(f.name, " ").replace("%", "%%")}
         if typing.get_origin(f.type) is typing.Literal:
             kw.update(choices=typing.get_args(f.type), type=type(typing.get_args(f.type)[0]))
         elif f.type in (bool, "bool"):
@@ -113,9 +161,9 @@ def make_parser(cls) -> argparse.ArgumentParser:
         else:
             kw["type"] = type(default)
         if f.metadata.get("positional"):
-            p.add_argument(f.name, metavar=f.name.upper(), **{"nargs": "*", **kw})
+            p.add_argument(name, metavar=name.upper(), **{"nargs": "*", **kw})
         else:
-            p.add_argument("--" + f.name.replace("_", "-"), **kw)
+            p.add_argument("--" + name.replace("_", "-"), dest=name, **kw)
     return p
 
 
@@ -155,19 +203,33 @@ def save_atomic(obj, path) -> None:
         raise OSError(f"could not write {path} ({first}); {path} is unchanged") from None
 
 
-def load_checkpoint(path, what: str, map_location="cpu") -> dict:
-    """torch.load(weights_only=True) with one clear error for a missing, truncated or foreign file."""
+def load_checkpoint(path, kind: str, keys=(), map_location="cpu") -> dict:
+    """The one careful loader: torch.load(weights_only=True) of a dict with kind=`kind` and `keys`, one
+    clear error (ValueError) for a missing, truncated, foreign or hand-damaged file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found")
+        raise FileNotFoundError(f"{kind} checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated / not a torch file / unsafe pickle
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{what} {path} is corrupt or not a torch file: {first[:200]}") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{what} {path} is not a checkpoint dict")
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"{kind} checkpoint {path} is corrupt or not a torch file: {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise ValueError(f"{path} is not a {kind} checkpoint (no kind={kind!r} entry)")
+    missing = [k for k in keys if k not in ckpt]
+    if missing or not isinstance(ckpt.get("config", {}), dict):
+        raise ValueError(f"{kind} checkpoint {path} lacks {', '.join(missing) or 'a config dict'}")
     return ckpt
+
+
+def load_weights(module: torch.nn.Module, state_dict, what: str) -> torch.nn.Module:
+    """module.load_state_dict, with one clear error for weights of another shape or NaN / inf ones."""
+    try:
+        module.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as e:
+        raise ValueError(f"{what} does not fit its network: {' '.join(str(e).split())[:300]}") from None
+    require_finite_weights(module.state_dict(), what)
+    return module
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -272,13 +334,35 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def timed(stages: dict, key: str, device: torch.device | None = None):
-    """Add the wall time of the block to stages[key] (on CUDA, after the queued kernels have finished)."""
+    """Add the wall time of the block to stages[key] (on CUDA, after the queued kernels finished)."""
     sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
     sync()
     t = time.perf_counter()
     yield
     sync()
     stages[key] = stages.get(key, 0.0) + time.perf_counter() - t
+
+
+class Stopwatch:
+    """Seconds per stage of an iteration, added to `seconds`: `with watch("encoder update"):`. On the
+    CPU every block is timed; on CUDA a block is timed (waiting for its kernels) only while `sampling`
+    (the loop sets it on logged updates) and counts `every` times: other updates never wait."""
+
+    def __init__(self, seconds: dict, device: torch.device, every: int):
+        self.seconds, self.cuda, self.every, self.sampling = seconds, device.type == "cuda", every, True
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        if self.cuda and not self.sampling:
+            yield
+            return
+        sync = torch.cuda.synchronize if self.cuda else (lambda: None)
+        sync()
+        t = time.perf_counter()
+        yield
+        sync()
+        weight = self.every if self.cuda else 1
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + weight * (time.perf_counter() - t)
 
 
 def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:

@@ -1,18 +1,20 @@
 """generator.py — Fig. 1A: a class-conditional GAN pretrained on a static image dataset.
 
-The paper does not fix the GAN (it used a conditional StyleGAN); this one is small enough to train on a CPU:
-  * G(z, y): a DCGAN-style generator (Radford et al. 2016) with class-conditional BatchNorm; the world (world.py)
-    walks its latent z and decodes every frame with it;
-  * D(x, y): a projection discriminator (Miyato & Koyama 2018) with an auxiliary classifier (AC-GAN, Odena et al.
-    2017), trained with the hinge loss;
+The paper does not fix the GAN (it used a conditional StyleGAN); this one is small enough to train
+on a CPU:
+  * G(z, y): a DCGAN-style generator (Radford et al. 2016) with class-conditional BatchNorm; the
+    world (world.py) walks its latent z and decodes every frame with it;
+  * D(x, y): a projection discriminator (Miyato & Koyama 2018) with an auxiliary classifier
+    (AC-GAN, Odena et al. 2017), trained with the hinge loss;
   * GAN-test (Shmelkov et al. 2018): a classifier trained on real images labels G's samples.
 
-    python generator.py                                   # embedded digits -> runs/gan_embedded_s0/generator.pt
+    python generator.py       # embedded digits -> runs/gan_embedded_s0/generator.pt
     python generator.py --data cifar10 --download --steps 20000 --name gan_cifar10
-    python generator.py --eval checkpoints/embedded_gan.pt     # only score a checkpoint (GAN-test), writes nothing
-Writes runs/<name>/generator.pt and a sample grid beside it; an existing file is replaced only with --overwrite,
-so the shipped generators in checkpoints/ stay as they are. Data: data.py. At scale the world is a pretrained
-BigGAN-deep instead (biggan.py, load_generator("biggan-deep-128"); docs/scale.md).
+    python generator.py --eval checkpoints/embedded_gan.pt  # GAN-test score only; writes nothing
+Writes runs/<name>/generator.pt and a sample grid beside it; an existing file is replaced only with
+--overwrite, so the shipped generators in checkpoints/ stay as they are. Data: data.py. At scale
+the world is a pretrained BigGAN-deep instead (biggan.py, load_generator("biggan-deep-128");
+docs/scale.md).
 """
 import dataclasses, math, re, sys, time
 from dataclasses import dataclass
@@ -23,35 +25,41 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from biggan import is_biggan, load_biggan
-from common import (CHECKPOINTS, ConfigError, RunLock, atomic_path, check_out, load_checkpoint, parse_config,
-                    pick_device, require, require_finite_weights, run_dir, save_atomic, seed_everything)
+from common import (CHECKPOINTS, ConfigError, RunLock, atomic_path, check_out, load_checkpoint,
+                    load_weights, parse_config, pick_device, require, run_dir, save_atomic,
+                    seed_everything)
 from data import NUISANCE, check_classes, load_splits, to_float, to_uint8
 from encoder import make_encoder
 
 
 @dataclass
 class Config:
-    data: str = "embedded"  # "embedded" (generated offline), "cifar10" (torchvision) or an ImageFolder path
-    name: str = ""  # run folder runs/<name> for generator.pt and its sample grid; default "gan_<data>_s<seed>"
+    data: str = "embedded"  # "embedded" (generated offline), "cifar10" (torchvision) or an
+    #                         ImageFolder path
+    name: str = ""  # run folder runs/<name> for generator.pt and its sample grid;
+    #                 default "gan_<data>_s<seed>"
     out: str = ""  # write the checkpoint here instead of runs/<name>/generator.pt
-    overwrite: bool = False  # replace an existing checkpoint at that path (the shipped ones too, if named by --out)
+    overwrite: bool = False  # replace an existing checkpoint at that path (the shipped ones too,
+    #                          if named by --out)
     steps: int = 2200  # generator updates (one discriminator update each)
     batch_size: int = 64  # images per discriminator / generator update
     latent_dim: int = 64  # dimension of z ~ N(0, I); the world's actions have this dimension too
     width: int = 32  # base channel count of G and D (checkpoint size grows as width^2)
     lr: float = 2e-4  # Adam learning rate for G and D (DCGAN, Radford et al. 2016)
-    ac_weight: float = 0.5  # auxiliary-classifier loss weight (AC-GAN, Odena et al. 2017); 0 = projection only
+    ac_weight: float = 0.5  # auxiliary-classifier loss weight (AC-GAN, Odena et al. 2017);
+    #                         0 = projection only
     seed: int = 0  # seeds python, numpy and torch
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
-    download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10 (needs internet once)
+    download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10
+    #                         (needs internet once)
     time_limit: float = 0.0  # stop training after this many seconds (0 = no limit)
     gan_test_epochs: int = 3  # epochs of the real-image classifier used for the GAN-test score
     eval: str = ""  # score this existing generator checkpoint (GAN-test) instead of training one
 
 
 class ConditionalBatchNorm(nn.BatchNorm2d):
-    """BatchNorm whose gain and bias are picked by the class (de Vries et al. 2017; Miyato & Koyama 2018)."""
+    """BatchNorm whose gain and bias are picked by the class (de Vries et al. 2017;
+    Miyato & Koyama 2018)."""
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__(channels, affine=False)
@@ -61,27 +69,34 @@ class ConditionalBatchNorm(nn.BatchNorm2d):
         nn.init.zeros_(self.class_bias.weight)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        gain, bias = self.class_gain(y)[:, :, None, None], self.class_bias(y)[:, :, None, None]  # (B, C, 1, 1) each
-        return torch.addcmul(bias, super().forward(x), gain)  # bias + BN(x) * gain, fused: one pass, one buffer
+        gain, bias = (self.class_gain(y)[:, :, None, None],
+                      self.class_bias(y)[:, :, None, None])  # (B, C, 1, 1) each
+        # bias + BN(x) * gain, fused: one pass, one buffer
+        return torch.addcmul(bias, super().forward(x), gain)
 
 
 class Generator(nn.Module):
     """G(z, y): z (B, latent_dim) ~ N(0, I), y (B,) long -> images (B, 3, 32, 32) in [-1, 1].
 
-    DCGAN (Radford et al. 2016) with class-conditional BatchNorm: z sets the content, y the BN gains."""
+    DCGAN (Radford et al. 2016) with class-conditional BatchNorm: z sets the content,
+    y the BN gains."""
 
     def __init__(self, latent_dim: int = 64, num_classes: int = 10, width: int = 32):
         super().__init__()
-        self.latent_dim, self.num_classes, self.image_size, self.width = latent_dim, num_classes, 32, width
-        self.classes = [str(c) for c in range(num_classes)]  # class names: set from the data by train / load_generator
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.image_size, self.width = 32, width
+        # class names: set from the data by train / load_generator
+        self.classes = [str(c) for c in range(num_classes)]
         self.fc = nn.Linear(latent_dim, 4 * 4 * 4 * width)
         chans = [4 * width, 2 * width, width, width]
         self.norms = nn.ModuleList(ConditionalBatchNorm(c, num_classes) for c in chans)
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(chans[i], chans[i + 1], 4, 2, 1) for i in range(3))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(chans[i], chans[i + 1], 4, 2, 1)
+                                 for i in range(3))
         self.out = nn.Conv2d(width, 3, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # In-place ReLU (and the fused cBN above): fewer buffers, faster decoding on the CPU (docs/performance.md)
+        # In-place ReLU (and the fused cBN above): fewer buffers, faster decoding on the CPU
+        # (docs/performance.md)
         h = self.fc(z).view(-1, 4 * self.width, 4, 4)  # (B, 4 * width, 4, 4)
         for norm, up in zip(self.norms, self.ups):
             h = up(F.relu(norm(h, y), inplace=True))  # 4 -> 8 -> 16 -> 32: (B, C, 2H, 2W)
@@ -89,7 +104,8 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Projection discriminator (Miyato & Koyama 2018) with spectral norm and an auxiliary classifier head."""
+    """Projection discriminator (Miyato & Koyama 2018) with spectral norm and an auxiliary
+    classifier head."""
 
     def __init__(self, num_classes: int = 10, width: int = 32):
         super().__init__()
@@ -106,14 +122,16 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net(x).sum((2, 3))  # (B, 8 * width)
-        return self.out(h)[:, 0] + (self.embed(y) * h).sum(1), self.classify(h)  # (B,), (B, classes)
+        # (B,), (B, classes)
+        return self.out(h)[:, 0] + (self.embed(y) * h).sum(1), self.classify(h)
 
 
 def d_loss(D, real, fake, y, ac_weight: float) -> torch.Tensor:
     """Hinge loss (Lim & Ye 2017; Miyato et al. 2018) + AC-GAN cross-entropy on the real images."""
     d_real, c_real = D(real, y)  # (B,), (B, classes)
     d_fake, _ = D(fake, y)
-    return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean() + ac_weight * F.cross_entropy(c_real, y)
+    return (F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+            + ac_weight * F.cross_entropy(c_real, y))
 
 
 def g_loss(D, fake, y, ac_weight: float) -> torch.Tensor:
@@ -123,45 +141,41 @@ def g_loss(D, fake, y, ac_weight: float) -> torch.Tensor:
 
 
 def save_generator(G: Generator, path, config: dict, classes: list[str]) -> None:
-    save_atomic({"kind": "generator", "config": config, "classes": classes, "latent_dim": G.latent_dim,
-                  "num_classes": G.num_classes, "width": G.width,
-                  "state_dict": {k: v.cpu() for k, v in G.state_dict().items()}}, path)
+    save_atomic({"kind": "generator", "config": config, "classes": classes,
+                 "latent_dim": G.latent_dim, "num_classes": G.num_classes, "width": G.width,
+                 "state_dict": {k: v.cpu() for k, v in G.state_dict().items()}}, path)
 
 
-def load_generator(path, device="cpu", classes: str = "", truncation: float = 1.0, image_size: int = 32) -> nn.Module:
+def load_generator(path, device="cpu", classes: str = "", truncation: float = 1.0,
+                   image_size: int = 32) -> nn.Module:
     """Load a checkpoint written by save_generator -> G in eval mode. Clear errors for bad files.
-    path "biggan-deep-128" / "-256" / "-512": a pretrained BigGAN-deep behind the same interface (BigGANAdapter);
-    classes, truncation and image_size apply to it only."""
-    if is_biggan(path):
-        return load_biggan(str(path), device, classes, truncation, image_size)
+    path "biggan-deep-128" / "-256" / "-512": a pretrained BigGAN-deep behind the same interface
+    (BigGANAdapter); classes, truncation and image_size apply to it only."""
+    if str(path).startswith("biggan"):  # the optional BigGAN path: imported only when asked for
+        from biggan import is_biggan, load_biggan
+        if is_biggan(path):
+            return load_biggan(str(path), device, classes, truncation, image_size)
     if not Path(path).is_file():
-        raise FileNotFoundError(f"generator checkpoint {path} not found (train one with `python generator.py`)")
-    ckpt = load_checkpoint(path, "generator checkpoint")
-    if ckpt.get("kind") != "generator":
-        raise ValueError(f"{path} is not a generator checkpoint (no kind='generator' entry)")
-    missing = [k for k in ("latent_dim", "num_classes", "width", "classes", "config", "state_dict") if k not in ckpt]
-    if missing:
-        raise ValueError(f"generator checkpoint {path} lacks {', '.join(missing)}")
-    bad = [k for k in ("latent_dim", "num_classes", "width") if type(ckpt[k]) is not int or ckpt[k] < 1]
+        raise FileNotFoundError(f"generator checkpoint {path} not found "
+                                f"(train one with `python generator.py`)")
+    sizes = {"latent_dim": 4096, "num_classes": 100_000, "width": 1024}  # most a checkpoint may claim
+    ckpt = load_checkpoint(path, "generator", (*sizes, "classes", "config", "state_dict"))
+    bad = [k for k, most in sizes.items() if type(ckpt[k]) is not int or not 1 <= ckpt[k] <= most]
     if bad or not isinstance(ckpt["classes"], list) or len(ckpt["classes"]) != ckpt["num_classes"]:
         what = ", ".join(f"{k} {ckpt[k]!r}" for k in bad) or f"{len(ckpt['classes'])} class names"
-        raise ValueError(f"generator checkpoint {path} is malformed: {what} (sizes are positive integers, one class "
-                         f"name per class)")
+        raise ValueError(f"generator checkpoint {path} is malformed: {what} (sizes in "
+                         f"1..{'/'.join(map(str, sizes.values()))}, one class name per class)")
     G = Generator(ckpt["latent_dim"], ckpt["num_classes"], ckpt["width"])
-    try:
-        G.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, TypeError, AttributeError) as e:
-        first = str(e).replace("\n", " ")[:300]
-        raise ValueError(f"generator checkpoint {path} does not match the Generator architecture: {first}") from None
-    require_finite_weights(G.state_dict(), f"generator checkpoint {path}")
+    load_weights(G, ckpt["state_dict"], f"generator checkpoint {path}")
     G.classes, G.config = ckpt["classes"], ckpt["config"]
-    return G.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)  # NHWC: faster convs on CPUs
+    # NHWC: faster convs on CPUs
+    return G.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
-# ---- the GAN-test score: a classifier trained on real images labels G's samples ------------------------------------
+# ---- the GAN-test score: a classifier trained on real images labels G's samples -----------------
 def train_classifier(x, y, num_classes, epochs=3, device="cpu", seed=0) -> nn.Module:
-    """Supervised small CNN on real images (uint8 x), every other batch shifted sideways by up to 2 px; returns it
-    in eval mode."""
+    """Supervised small CNN on real images (uint8 x), every other batch shifted sideways by up to
+    2 px; returns it in eval mode."""
     torch.manual_seed(seed)
     net = nn.Sequential(make_encoder("cnn", 32), nn.Linear(256, num_classes)).to(device)
     opt = torch.optim.Adam(net.parameters(), 2e-3)
@@ -182,26 +196,30 @@ def train_classifier(x, y, num_classes, epochs=3, device="cpu", seed=0) -> nn.Mo
 
 @torch.inference_mode()
 def accuracy(net, x, y, device="cpu", batch=1000) -> float:
-    return sum((net(to_float(x[i:i + batch].to(device))).argmax(1).cpu() == y[i:i + batch]).sum().item()
-               for i in range(0, len(x), batch)) / len(x)
+    return sum((net(to_float(x[i:i + batch].to(device))).argmax(1).cpu() == y[i:i + batch])
+               .sum().item() for i in range(0, len(x), batch)) / len(x)
 
 
 @torch.inference_mode()
 def gan_test(G, data: str, n: int = 10000, epochs: int = 3, device="cpu", seed=0) -> dict:
-    """GAN-test (Shmelkov et al. 2018): a classifier trained on real images, scored on G(z, y) against y."""
+    """GAN-test (Shmelkov et al. 2018): a classifier trained on real images,
+    scored on G(z, y) against y."""
     (xtr, ytr, classes), (xte, yte, _) = load_splits(data)
-    check_classes(G.classes, classes, "the generator", data)  # GAN-test compares G's label y with the classifier's
+    # GAN-test compares G's label y with the classifier's
+    check_classes(G.classes, classes, "the generator", data)
     with torch.inference_mode(False):
         clf = train_classifier(xtr, ytr, G.num_classes, epochs, device, seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     y = torch.arange(n, device=device) % G.num_classes
-    fakes = torch.cat([G(torch.randn(500, G.latent_dim, generator=gen, device=device), y[i:i + 500])
-                       for i in range(0, n, 500)])  # (n, 3, 32, 32) in [-1, 1]
+    fakes = torch.cat([G(torch.randn(500, G.latent_dim, generator=gen, device=device),
+                         y[i:i + 500]) for i in range(0, n, 500)])  # (n, 3, 32, 32) in [-1, 1]
     fakes_u8 = to_uint8(fakes).cpu()
 
     def spread(x, labels):  # mean per-pixel std within a class: ~0 when G ignores z (mode collapse)
-        return torch.stack([to_float(x[labels == c]).std(0).mean() for c in range(G.num_classes)]).mean().item()
-    return {"real_test_acc": accuracy(clf, xte, yte, device), "gan_test_acc": accuracy(clf, fakes_u8, y.cpu(), device),
+        return torch.stack([to_float(x[labels == c]).std(0).mean()
+                            for c in range(G.num_classes)]).mean().item()
+    return {"real_test_acc": accuracy(clf, xte, yte, device),
+            "gan_test_acc": accuracy(clf, fakes_u8, y.cpu(), device),
             "spread_fake": spread(fakes_u8, y.cpu()), "spread_real": spread(xte, yte)}
 
 
@@ -211,20 +229,25 @@ def save_grid(G, path, per_class: int = 10, seed: int = 0) -> None:
     import torchvision
     gen = torch.Generator(device=next(G.parameters()).device).manual_seed(seed)
     dev = gen.device
-    y = torch.arange(G.num_classes, device=dev).repeat_interleave(per_class)  # (classes * per_class,)
+    # (classes * per_class,)
+    y = torch.arange(G.num_classes, device=dev).repeat_interleave(per_class)
     img = G(torch.randn(len(y), G.latent_dim, generator=gen, device=dev), y)  # (B, 3, 32, 32)
     with atomic_path(path) as tmp:
-        torchvision.utils.save_image(img.cpu() * 0.5 + 0.5, str(tmp), nrow=per_class, padding=1, format="png")
+        torchvision.utils.save_image(img.cpu() * 0.5 + 0.5, str(tmp), nrow=per_class, padding=1,
+                                     format="png")
 
 
 def train(cfg: Config, out: Path) -> Generator:
-    """Fig. 1A: the GAN on the training split; writes `out` (config inside) and its sample grid. Ctrl-C or
-    --time-limit stops early and keeps what was trained, with the steps really done in its config."""
+    """Fig. 1A: the GAN on the training split; writes `out` (config inside) and its sample grid.
+    Ctrl-C or --time-limit stops early and keeps what was trained, with the steps really done
+    in its config."""
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     print(f"seed {cfg.seed} | device {device} | data {cfg.data} | out {out}")
-    (x, y, classes), _ = load_splits(cfg.data, cfg.download)  # test/ is checked too: GAN-test needs it
-    G = Generator(cfg.latent_dim, len(classes), cfg.width).to(device, memory_format=torch.channels_last)  # NHWC
+    # test/ is checked too: GAN-test needs it
+    (x, y, classes), _ = load_splits(cfg.data, cfg.download)
+    G = Generator(cfg.latent_dim, len(classes), cfg.width).to(
+        device, memory_format=torch.channels_last)  # NHWC
     G.classes = classes
     D = Discriminator(len(classes), cfg.width).to(device, memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), cfg.lr, betas=(0.5, 0.999))
@@ -236,7 +259,8 @@ def train(cfg: Config, out: Path) -> Generator:
         for step in bar:
             i = torch.randint(len(x_dev), (cfg.batch_size,), device=device)
             real, y_b = to_float(x_dev[i]), y_dev[i]
-            fake = G(torch.randn(len(i), G.latent_dim, device=device), y_b)  # (B, 3, 32, 32) of the batch's classes
+            # fakes of the batch's classes
+            fake = G(torch.randn(len(i), G.latent_dim, device=device), y_b)  # (B, 3, 32, 32)
             loss_d = d_loss(D, real, fake.detach(), y_b, cfg.ac_weight)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -246,8 +270,9 @@ def train(cfg: Config, out: Path) -> Generator:
             loss_g.backward(inputs=list(G.parameters()))
             opt_g.step()
             if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
-                raise FloatingPointError(f"the GAN loss is not finite at step {step} (D {loss_d.item():.3g}, G "
-                                         f"{loss_g.item():.3g}); lower --lr")
+                raise FloatingPointError(
+                    f"the GAN loss is not finite at step {step} (D {loss_d.item():.3g}, "
+                    f"G {loss_g.item():.3g}); lower --lr")
             done = step + 1
             if step % 50 == 0:
                 bar.set_postfix(loss_d=f"{loss_d.item():.3f}", loss_g=f"{loss_g.item():.3f}")
@@ -261,7 +286,8 @@ def train(cfg: Config, out: Path) -> Generator:
         print(f"interrupted after {done} steps: keeping what was trained")
     G.eval().requires_grad_(False)
     cfg = dataclasses.replace(cfg, steps=done)  # the checkpoint records the steps really done
-    config = dataclasses.asdict(cfg) | ({"nuisance": dict(NUISANCE)} if cfg.data == "embedded" else {})
+    config = dataclasses.asdict(cfg) | ({"nuisance": dict(NUISANCE)}
+                                        if cfg.data == "embedded" else {})
     save_generator(G, out, config, classes)
     save_grid(G, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')} ({time.time() - start:.0f} s)")
@@ -269,31 +295,37 @@ def train(cfg: Config, out: Path) -> Generator:
 
 
 def output_path(cfg: Config) -> Path:
-    """Where training writes: --out, or runs/<name>/generator.pt. An existing file is replaced only with --overwrite,
-    and a file under checkpoints/ (the shipped generators) only when --out names it too."""
+    """Where training writes: --out, or runs/<name>/generator.pt. An existing file is replaced
+    only with --overwrite, and a file under checkpoints/ (the shipped generators) only when --out
+    names it too."""
     if cfg.out:
         out = Path(cfg.out)
     else:
-        tag = cfg.data if cfg.data in ("embedded", "cifar10") else re.sub(r"[^A-Za-z0-9._-]", "_", Path(cfg.data).name)
+        tag = (cfg.data if cfg.data in ("embedded", "cifar10")
+               else re.sub(r"[^A-Za-z0-9._-]", "_", Path(cfg.data).name))
         out = run_dir(cfg.name or f"gan_{tag}_s{cfg.seed}") / "generator.pt"
     for path in (out, out.with_suffix(".png")):
         check_out(path, "file", allow_checkpoints=True)
         shipped = CHECKPOINTS in path.resolve().parents
         if shipped and not (cfg.out and cfg.overwrite):
-            raise ConfigError(f"{path} is in checkpoints/, the shipped generators: write under runs/ (the default), "
-                              f"or pass --out {cfg.out or path} --overwrite to replace one on purpose")
+            raise ConfigError(
+                f"{path} is in checkpoints/, the shipped generators: write under runs/ (the "
+                f"default), or pass --out {cfg.out or path} --overwrite to replace one on purpose")
         if path.exists() and not cfg.overwrite:
-            raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose another --name / --out")
+            raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose another "
+                              f"--name / --out")
     return out
 
 
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
     try:
-        require({"steps >= 1": cfg.steps >= 1, "batch_size >= 2": cfg.batch_size >= 2, "latent_dim >= 1":
-                 cfg.latent_dim >= 1, "width >= 1": cfg.width >= 1, "0 < lr <= 1": 0 < cfg.lr <= 1,
-                 "0 <= ac_weight < inf": 0 <= cfg.ac_weight < math.inf, "0 <= time_limit < inf":
-                 0 <= cfg.time_limit < math.inf, "gan_test_epochs >= 1": cfg.gan_test_epochs >= 1}, "generator.py")
+        require({"steps >= 1": cfg.steps >= 1, "batch_size >= 2": cfg.batch_size >= 2,
+                 "latent_dim >= 1": cfg.latent_dim >= 1, "width >= 1": cfg.width >= 1,
+                 "0 < lr <= 1": 0 < cfg.lr <= 1,
+                 "0 <= ac_weight < inf": 0 <= cfg.ac_weight < math.inf,
+                 "0 <= time_limit < inf": 0 <= cfg.time_limit < math.inf,
+                 "gan_test_epochs >= 1": cfg.gan_test_epochs >= 1}, "generator.py")
         device = pick_device(cfg.device)
         if cfg.eval:
             G = load_generator(cfg.eval, device)
@@ -305,7 +337,8 @@ def main(argv=None) -> None:
     except (FileNotFoundError, ValueError, FloatingPointError, OSError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))
     except KeyboardInterrupt:
-        sys.exit("interrupted" + ("" if cfg.eval else f"; {out} holds what was trained, if any step was done"))
+        sys.exit("interrupted" + ("" if cfg.eval
+                                  else f"; {out} holds what was trained, if any step was done"))
     print(f"GAN-test accuracy {scores['gan_test_acc']:.3f} | same classifier on real test images "
           f"{scores['real_test_acc']:.3f} | within-class spread {scores['spread_fake']:.3f} (real "
           f"{scores['spread_real']:.3f})")

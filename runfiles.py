@@ -1,27 +1,155 @@
-"""runfiles.py — what pretrain.py keeps in runs/<name>/, and torchrun's data-parallel plumbing around a run.
+"""runfiles.py — the harness around pretrain.py's loop: what a run keeps in runs/<name>/, and the guards.
 
-    ckpt.pt            everything a resumed run needs to be the same run: config, weights, optimisers, RNGs, the
-                       world, the replay buffer, SAC and its reward normaliser (removed when the run finishes)
+None of this is the method: pretrain.py reads top to bottom without it. A run folder holds
+    ckpt.pt            the resumable checkpoint: weights, optimisers, RNG states, world, replay buffer,
+                       SAC and its reward normaliser (removed when the run finishes)
     encoder.pt         the encoder alone, with its config (evaluate.py and transfer.py load it)
     encoder_<u>.pt     the same at update u (--snapshots)
     agent.pt           Palm-up's SAC actor with its config (play.py races it)
-    metrics.csv, curves.png, result.json
-check_divergence, the guard that stops a diverged run, lives here too. None of this is the method: pretrain.py
-reads top to bottom without it. The run object it takes is pretrain.Run.
+    filmstrip_*.png, metrics.csv, curves.png, result.json
+Every command trains anew in a folder of its own; `--resume runs/<name>` continues an interrupted run
+to the same weights as an uninterrupted one, and refuses a finished run or another experiment.
+Under torchrun (docs/scale.md) ddp.py joins in; a single process never imports it.
 """
-import csv, dataclasses, hashlib, json, math, os, sys
+import contextlib, csv, dataclasses, hashlib, json, math, os, shlex, sys, time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
-from common import ConfigError, atomic_path, load_checkpoint, pick_device, require_finite_weights, save_atomic
+from common import (ConfigError, RunLock, load_checkpoint, pick_device, require_finite_weights,
+                    run_dir, save_atomic)
+from data import check_classes
 
-LOCAL = ("rng", "cuda_rng", "world", "buffer", "rms", "bn")  # checkpoint parts each torchrun rank has its own of
+# What --resume may change; every other field must match the checkpoint's.
+MAY_CHANGE = ("name", "resume", "updates", "checkpoint_every", "snapshots", "probe", "probe_images",
+              "probe_split", "download", "device")
+
+
+def rules(cfg) -> dict:
+    """pretrain.Config's flags, checked once by parse_config (NaN fails every comparison)."""
+    biggan = cfg.generator.startswith("biggan-deep-")
+    frame_bytes = 2 * 3 * cfg.image_size ** 2 + 4 * 1024  # two uint8 frames + an action of <= 1024
+    if cfg.name:
+        run_dir(cfg.name)  # letters, digits, . _ - only
+    return {
+        "updates >= 1": cfg.updates >= 1, "2 <= batch_size <= 65536": 2 <= cfg.batch_size <= 65536,
+        "1e-3 <= temperature <= 10": 1e-3 <= cfg.temperature <= 10, "0 < lr <= 1": 0 < cfg.lr <= 1,
+        "1 <= width <= 1024": 1 <= cfg.width <= 1024, "1 <= proj_dim <= 65536": 1 <= cfg.proj_dim <= 65536,
+        "1 <= num_envs <= 65536": 1 <= cfg.num_envs <= 65536,
+        "1 <= apt_k < batch_size": 1 <= cfg.apt_k < cfg.batch_size,
+        "num_envs <= buffer_size": cfg.num_envs <= cfg.buffer_size,
+        f"buffer_size x {frame_bytes} B <= 64 GiB": cfg.buffer_size * frame_bytes <= 64 * 2 ** 30,
+        "0 <= warmup <= 10**5": 0 <= cfg.warmup <= 10 ** 5,
+        "0 <= genrep_sigma < inf": 0 <= cfg.genrep_sigma < math.inf,
+        "checkpoint_every >= 1": cfg.checkpoint_every >= 1,
+        "probe_images == 0 or >= 10": cfg.probe_images == 0 or cfg.probe_images >= 10,
+        "snapshots in 1..updates": all(1 <= u <= cfg.updates for u in parse_snapshots(cfg.snapshots)),
+        "0 < max_weight < inf": 0 < cfg.max_weight < math.inf, "chance_patience >= 1": cfg.chance_patience >= 1,
+        "0 < truncation <= 1": 0 < cfg.truncation <= 1, "8 <= image_size <= 512": 8 <= cfg.image_size <= 512,
+        "--classes, --truncation, --image-size only with a biggan-deep generator":
+            biggan or (not cfg.classes and cfg.truncation == 1 and cfg.image_size == 32)}
+
+
+def parse_snapshots(spec: str) -> set[int]:
+    try:
+        return {int(s) for s in spec.split(",") if s.strip()}
+    except ValueError:
+        raise ConfigError(f"--snapshots takes comma-separated update counts, got {spec!r}") from None
+
+
+def distributed(device: str) -> tuple[int, int]:
+    """(rank, world_size): (0, 1) for one process; under torchrun ddp.py joins the process group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1
+    import ddp
+    return ddp.join(device)
+
+
+def choose_folder(cfg, rank: int = 0) -> Path:
+    """The run's folder, printed first: --resume's, --name's (refused if it exists), or the first free
+    one of runs/<method>_s<seed>, -2, -3, ... Nothing is created yet."""
+    if cfg.resume:
+        folder = Path(cfg.resume)
+        if not (folder / "ckpt.pt").is_file():
+            finished = (folder / "result.json").is_file()
+            raise ConfigError(f"{folder} is a finished run: start a new one without --resume" if finished
+                              else f"{folder} holds no checkpoint to resume (ckpt.pt)")
+    elif cfg.name:
+        folder = run_dir(cfg.name)
+        if folder.exists():
+            raise ConfigError(f"{folder} exists: pass --resume {folder} to continue it, or another --name")
+    else:
+        base, n = run_dir(f"{cfg.method}_s{cfg.seed}"), 1
+        folder = base
+        while folder.exists():
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import ddp
+        folder = ddp.same_folder(folder)  # rank 0's choice on every rank
+    if rank == 0:
+        print(f"run {folder} | method {cfg.method} | seed {cfg.seed} | device {pick_device(cfg.device)}")
+    return folder
+
+
+def check_data(run, classes: list) -> None:
+    """The data's and the generator's class lists agree (label i means one class); enough images."""
+    cfg = run.cfg
+    if run.test is not None:
+        check_classes(classes, run.test[2], f"{cfg.data} train/", f"{cfg.data} test/")
+    if run.G is not None and classes and not cfg.generator.startswith("biggan"):
+        check_classes(run.G.classes, classes, f"the generator {cfg.generator}", f"--data {cfg.data}")
+    if cfg.probe and len(run.x) < 10:
+        raise ValueError(f"the probe needs at least 10 training images, {cfg.data} has {len(run.x)}")
+
+
+@contextlib.contextmanager
+def open_run(run, argv):
+    """Create (or resume) the run folder and hold its lock while the run trains; Ctrl-C says how to
+    continue. Under torchrun only rank 0 writes."""
+    if run.rank == 0 and not run.cfg.resume:
+        try:
+            run.dir.mkdir(parents=True)
+        except FileExistsError:
+            raise ConfigError(f"{run.dir} was created meanwhile by another command; run again") from None
+    with RunLock(run.dir) if run.rank == 0 else contextlib.nullcontext():
+        run.generator_id = generator_id(run.cfg.generator) if run.G is not None else ""
+        if run.cfg.resume:
+            resume(run)
+        if run.world_size > 1:
+            import ddp
+            ddp.distribute(run)
+        try:
+            yield
+        except KeyboardInterrupt:
+            sys.exit(interrupted(run, argv))
+
+
+def interrupted(run, argv) -> str:
+    """The one line Ctrl-C prints: what was kept, and the exact command that continues."""
+    ckpt = run.dir / "ckpt.pt"
+    if (run.dir / "result.json").exists():
+        return f"interrupted after the run finished; {run.dir} is complete"
+    if not ckpt.exists():
+        return (f"interrupted at update {run.step}, before the first checkpoint (every "
+                f"{run.cfg.checkpoint_every} updates): nothing to resume in {run.dir}")
+    args = list(sys.argv[1:] if argv is None else map(str, argv))
+    for i, a in enumerate(args):  # drop an earlier --resume
+        if a == "--resume":
+            del args[i:i + 2]
+            break
+        if a.startswith("--resume="):
+            del args[i]
+            break
+    done = torch.load(ckpt, weights_only=True, map_location="cpu")["step"]
+    launcher = "python pretrain.py" if run.world_size == 1 else \
+        f"torchrun --nproc_per_node {run.world_size} pretrain.py"
+    return (f"interrupted at update {run.step}; continue from update {done} with: "
+            f"{launcher} {shlex.join([*args, '--resume', str(run.dir)])}")
 
 
 def generator_id(path) -> str:
-    """The world's generator as a checkpoint remembers it: the content hash of its file (or the BigGAN name)."""
+    """The world's generator as a checkpoint remembers it: its file's content hash (or BigGAN's name)."""
     path = Path(path)
     if not path.is_file():
         return str(path)
@@ -32,27 +160,87 @@ def generator_id(path) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-# ---- the resumable checkpoint --------------------------------------------------------------------------------------
+# ---- the loop's edges: logging, the divergence guard, checkpoints --------------------------------------
+def log_update(run, log: dict, bar) -> None:
+    """A logged update: every metric and the largest encoder weight in ONE read from the device,
+    then the divergence guard."""
+    big = torch.stack([p.detach().abs().max() for p in run.model.encoder.parameters()]).max()
+    values = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in log.values()] + [big])
+    values = values.tolist()  # the one host read of the update
+    if run.world_size > 1:
+        import ddp
+        values = ddp.mean_over_ranks(values)  # every rank logs and checks the same numbers
+    log = dict(zip(log, values[:-1]), update=run.step, time_s=round(wall(run), 2))
+    run.metrics.append(log)
+    img_s = 2 * run.cfg.batch_size * (bar.n - bar.initial) / max(time.time() - bar.start_t, 1e-9)
+    bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
+                    alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{img_s:.0f}")
+    check_divergence(run, log, values[-1])
+
+
+def check_divergence(run, log: dict, biggest_weight: float) -> None:
+    """Stop a run that diverged: the loss, reward or a SAC loss NaN or inf, an encoder weight past
+    --max-weight, or the loss at its chance value (ln B for InfoNCE, ln C for the supervised loss)
+    for --chance-patience logged updates in a row after update 100."""
+    cfg = run.cfg
+    bad = [k for k in log if (k in ("loss", "reward", "alpha") or k.endswith("_loss"))
+           and not math.isfinite(log[k])]
+    if bad:
+        raise FloatingPointError(f"{bad[0]} is {log[bad[0]]} at update {run.step}; lower --lr")
+    if not biggest_weight <= cfg.max_weight:
+        raise FloatingPointError(f"diverged at update {run.step}: an encoder weight reached "
+                                 f"{biggest_weight:.3g} (> --max-weight {cfg.max_weight:g}); lower --lr")
+    classes = run.model.classifier.out_features if cfg.method == "supervised" else cfg.batch_size
+    chance = math.log(classes)
+    recent = [m["loss"] for m in run.metrics[-cfg.chance_patience:] if m["update"] > 100]
+    if len(recent) == cfg.chance_patience and all(abs(v - chance) < 1e-3 * chance for v in recent):
+        raise FloatingPointError(f"diverged: the loss has stayed at its chance value {chance:.4f} for "
+                                 f"{10 * cfg.chance_patience} updates (at update {run.step}); lower --lr")
+
+
+def end_distributed(run) -> None:
+    import ddp
+    ddp.end(run)
+
+
+def wall(run) -> float:
+    """Seconds of training so far, this process's and those before a resume."""
+    return run.wall + time.time() - run.started
+
+
+def keep_progress(run) -> None:
+    """After an update: the --snapshots encoders and the resumable checkpoint, when due."""
+    if run.step in parse_snapshots(run.cfg.snapshots) and run.rank == 0:
+        save_encoder(run, run.dir / f"encoder_{run.step}.pt")
+    if run.step % run.cfg.checkpoint_every == 0 and run.step < run.cfg.updates:
+        start = time.time()
+        save_checkpoint(run)
+        run.started += time.time() - start  # saving is not training time
+        run.stage_s["filmstrips, checkpoints, plots"] = \
+            run.stage_s.get("filmstrips, checkpoints, plots", 0.0) + time.time() - start
+
+
 def state(run) -> dict:
-    s = {"config": dataclasses.asdict(run.cfg), "step": run.step, "metrics": run.metrics, "wall": run.wall,
-         "stage_s": run.stage_s, "model": run.model.state_dict(), "opt": run.opt.state_dict(),
-         "rng": torch.get_rng_state(), "generator_id": run.generator_id}
+    s = {"kind": "resumable", "config": dataclasses.asdict(run.cfg), "step": run.step,
+         "metrics": run.metrics,
+         "wall": wall(run), "stage_s": run.stage_s, "model": run.model.state_dict(),
+         "opt": run.opt.state_dict(), "rng": torch.get_rng_state(), "generator_id": run.generator_id}
     if torch.cuda.is_available():
         s["cuda_rng"] = torch.cuda.get_rng_state_all()
     if run.world is not None:
         s["world"], s["buffer"] = {**run.world.state(), "obs": run.obs}, run.buffer.state()
     if run.sac is not None:
-        s["sac"], s["rms"] = {**run.sac.state(), "probe_rng": run.probe_rng.get_state()}, run.rms.state()
+        s["sac"], s["rms"] = run.sac.state(), run.rms.state()
+        s["spread_rng"] = run.spread_rng.get_state()
     return s
 
 
 def load(run, s: dict) -> None:
-    if run.world_size > 1 or "ranks" in s:
-        s = own_part(s, run.rank, run.world_size)
-    run.step, run.metrics, run.wall, run.stage_s = s["step"], s["metrics"], s["wall"], s["stage_s"]
+    run.step, run.metrics, run.wall = s["step"], s["metrics"], s["wall"]
+    run.stage_s.update(s["stage_s"])
     run.model.load_state_dict(s["model"])
     run.opt.load_state_dict(s["opt"])
-    torch.set_rng_state(s["rng"].cpu())  # the CPU generator's state (torch.load moved it to run.device)
+    torch.set_rng_state(s["rng"].cpu())  # the CPU generator's state (torch.load moved it)
     if "cuda_rng" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([r.cpu() for r in s["cuda_rng"]])
     if run.world is not None:
@@ -61,124 +249,90 @@ def load(run, s: dict) -> None:
         run.buffer.load(s["buffer"])
     if run.sac is not None:
         run.sac.load(s["sac"])
-        run.probe_rng.set_state(s["sac"]["probe_rng"].cpu())
         run.rms.load(s["rms"])
+        run.spread_rng.set_state(s["spread_rng"].cpu())
 
 
 def save_checkpoint(run) -> None:
-    """runs/<name>/ckpt.pt, written by rank 0 only; under torchrun it also holds every rank's own part."""
+    """runs/<name>/ckpt.pt, written by rank 0; under torchrun it holds every rank's own part too."""
     s = state(run)
-    if run.world_size > 1:  # BN statistics are rank-local between DDP's broadcasts: each rank keeps its own
-        s["bn"] = dict(run.model.named_buffers())
-        if "sac" in s:  # distribute() wrapped SAC's modules in DDP: save them under their plain names
-            s["sac"]["nets"] = {k.replace(".module.", "."): v for k, v in s["sac"]["nets"].items()}
-        s = gather_ranks(s, run.rank, run.world_size, LOCAL)
+    if run.world_size > 1:
+        import ddp
+        s = ddp.gather_checkpoint(run, s)
     if run.rank == 0:
         save_atomic(s, run.dir / "ckpt.pt")
 
 
-def config_diff(saved: dict, now: dict, ignore) -> str:
-    """'' when the two configs agree on every field outside `ignore`, else the fields that differ, in words."""
-    diff = [k for k in now if k not in ignore and saved.get(k) != now[k]]
-    return ", ".join(f"{k} {saved.get(k)!r} there, {now[k]!r} here" for k in diff)
+def flat(config: dict, prefix: str = "") -> dict:
+    """A nested config dict as flag names: {"sac": {"gamma": 0.5}} -> {"sac_gamma": 0.5}."""
+    out = {}
+    for k, v in config.items():
+        out |= flat(v, prefix + ("sac_" if k == "sac" else "")) if isinstance(v, dict) else {prefix + k: v}
+    return out
 
 
-def resume_or_start(run, may_change) -> None:
-    """Load runs/<name>/ckpt.pt into `run` when there is one, refusing a checkpoint of another experiment: another
-    config (outside `may_change`), another generator file, or more updates done than this command asks for."""
+def resume(run) -> None:
+    """Load runs/<name>/ckpt.pt into `run`, refusing a checkpoint of another experiment: another
+    config (outside MAY_CHANGE), another generator file, or more updates done than asked for."""
     ckpt = run.dir / "ckpt.pt"
-    if run.cfg.overwrite and run.rank == 0:  # an interrupted redo must pass neither for the old run nor resume it
-        (run.dir / "result.json").unlink(missing_ok=True)
-        if ckpt.exists():
-            print(f"--overwrite: starting {run.dir} over from update 0")
-            ckpt.unlink()
-    if not ckpt.exists() or run.cfg.overwrite:
-        return
-    s = load_checkpoint(ckpt, "checkpoint", run.device)
-    what = config_diff(s.get("config", {}), dataclasses.asdict(run.cfg), may_change)
-    if what:
-        raise ConfigError(f"{ckpt} belongs to another experiment ({what}); pass --overwrite to start over or choose "
-                          f"another --name")
-    if s.get("generator_id", run.generator_id) != run.generator_id:
-        raise ConfigError(f"{ckpt} was made with another generator file than {run.cfg.generator} "
-                          f"({s['generator_id']} there, {run.generator_id} here); pass --overwrite to start over")
-    if s.get("step", 0) > run.cfg.updates:
-        raise ConfigError(f"{ckpt} is at update {s['step']}, past --updates {run.cfg.updates}; ask for at least "
-                          f"{s['step']} or pass --overwrite to start over")
-    require_finite_weights(s.get("model", {}), f"checkpoint {ckpt} (pass --overwrite to start over)")
+    s = load_checkpoint(ckpt, "resumable", ("config", "step"), run.device)
+    saved, now = flat(s["config"]), flat(dataclasses.asdict(run.cfg))
+    diff = [f"--{k.replace('_', '-')} {saved.get(k)!r} there, {now[k]!r} here"
+            for k in now if k not in MAY_CHANGE and saved.get(k) != now[k]]
+    if diff:
+        raise ConfigError(f"{ckpt} belongs to another experiment ({'; '.join(diff)}): resume it with "
+                          f"the same flags, or start a new run without --resume")
+    if s.get("generator_id") != run.generator_id:
+        raise ConfigError(f"{ckpt} was made with another generator file than {run.cfg.generator}")
+    if not isinstance(s["step"], int) or s["step"] > run.cfg.updates:
+        raise ConfigError(f"{ckpt} is at update {s['step']}, past --updates {run.cfg.updates}")
+    require_finite_weights(s.get("model", {}), f"checkpoint {ckpt}")
+    if run.world_size > 1 or "ranks" in s:
+        import ddp
+        s = ddp.own_part(s, run.rank, run.world_size)
     try:
         load(run, s)
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
-        first = str(e).replace("\n", " ")[:200]
-        raise ValueError(f"checkpoint {ckpt} cannot be resumed ({first}); pass --overwrite to start over") from None
+        raise ValueError(f"checkpoint {ckpt} cannot be resumed ({' '.join(str(e).split())[:200]})") from None
     print(f"resuming {run.dir} from update {run.step}")
 
 
-def check_divergence(run, log: dict) -> None:
-    """Stop a run that diverged: a loss or the reward NaN or inf, weights past cfg.max_weight, or the loss pinned
-    at its chance value (uniform logits: ln B for InfoNCE, ln C for the supervised loss) for cfg.chance_patience
-    logged steps."""
+# ---- the finished run's files --------------------------------------------------------------------------
+def save_encoder(run, path) -> None:
     cfg = run.cfg
-    core = [k for k in log if k in ("loss", "reward", "alpha") or k.endswith("_loss")]  # (diagnostics may be NaN)
-    bad = [k for k in core if not math.isfinite(log[k])]
-    if bad:
-        raise FloatingPointError(f"{bad[0]} is {log[bad[0]]} at update {run.step}; lower --lr")
-    big = max(p.detach().abs().max().item() for p in run.model.encoder.parameters())
-    if not big <= cfg.max_weight:
-        raise FloatingPointError(f"diverged at update {run.step}: an encoder weight reached {big:.3g} "
-                                 f"(> --max-weight {cfg.max_weight:g}); lower --lr")
-    chance = math.log(run.model.classifier.out_features if cfg.method == "supervised" else cfg.batch_size)
-    recent = [m["loss"] for m in run.metrics[-cfg.chance_patience:] if m["update"] > 100]
-    if len(recent) == cfg.chance_patience and all(abs(v - chance) < 1e-3 * chance for v in recent):
-        raise FloatingPointError(f"diverged: the loss has stayed at its chance value {chance:.4f} for "
-                                 f"{10 * cfg.chance_patience} updates (at update {run.step}); lower --lr")
+    save_atomic({"kind": "encoder", "encoder": cfg.encoder, "width": cfg.width, "update": run.step,
+                 "state_dict": run.model.encoder.state_dict(), "config": dataclasses.asdict(cfg),
+                 "wall_time_s": wall(run), "finished": True}, path)
 
 
-def parse_snapshots(spec: str) -> set[int]:
-    try:
-        return {int(s) for s in spec.split(",") if s.strip()}
-    except ValueError:
-        raise ConfigError(f"--snapshots takes comma-separated update counts, got {spec!r}") from None
+def save_finished(run) -> None:
+    """encoder.pt; agent.pt (the SAC actor, what acts, with what rebuilds it); metrics and curves."""
+    save_encoder(run, run.dir / "encoder.pt")
+    if run.sac is not None:
+        actor = getattr(run.sac.actor, "module", run.sac.actor)  # unwrapped under torchrun
+        save_atomic({"kind": "agent", "feature_dim": run.model.encoder.feature_dim,
+                     "action_dim": run.sac.action_dim, "actor": actor.state_dict(),
+                     "config": dataclasses.asdict(run.cfg)}, run.dir / "agent.pt")
+    plot(run.metrics, run.dir)
 
 
-def finished(cfg, out, reporting) -> dict | None:
-    """The result of a finished run of this same experiment, None if there is none; another experiment: refused."""
-    if not (out / "result.json").exists() or cfg.overwrite:
-        return None
-    result = json.loads((out / "result.json").read_text())
-    saved, _ = result.pop("config", None), result.pop("generator_id", None)
-    if saved is None and (out / "encoder.pt").is_file():  # a result.json written before it kept its config
-        saved = load_checkpoint(out / "encoder.pt", "encoder checkpoint").get("config")
-    what = config_diff(saved or {}, dataclasses.asdict(cfg), reporting) if saved is not None else ""
-    if what:
-        raise ConfigError(f"run {cfg.name} already finished as another experiment ({what}); pass --overwrite to redo "
-                          f"it, or choose another --name")
-    return result
-
-
-# ---- the finished run's files ---------------------------------------------------------------------------------------
-def save_encoder(run, path, finished: bool) -> None:
+def save_result(run, probe: dict) -> dict:
+    """result.json: the result, the seconds per stage, the config and the generator's identity. The
+    finished run needs no checkpoint any more."""
+    if run.rank > 0:
+        return {}
     cfg = run.cfg
-    save_atomic({"kind": "encoder", "encoder": cfg.encoder, "width": cfg.width, "finished": finished,
-                 "update": run.step, "state_dict": run.model.encoder.state_dict(), "config": dataclasses.asdict(cfg),
-                 "wall_time_s": run.wall}, path)
-
-
-def save_agent(run) -> None:
-    """runs/<name>/agent.pt: the SAC actor (what acts) with what rebuilds it; play.py loads it with weights_only."""
-    save_atomic({"kind": "agent", "feature_dim": run.model.encoder.feature_dim, "action_dim": run.sac.action_dim,
-                 "sac_config": dataclasses.asdict(run.sac.cfg),
-                 "actor": getattr(run.sac.actor, "module", run.sac.actor).state_dict(),  # unwrapped under torchrun
-                 "config": dataclasses.asdict(run.cfg)}, run.dir / "agent.pt")
-
-
-def save_result(run, result: dict) -> None:
-    """result.json: the result, where the time went (seconds per stage), the config and the generator's identity.
-    The finished run needs no checkpoint any more."""
+    result = {"method": cfg.method, "seed": cfg.seed, "updates": cfg.updates,
+              "wall_time_s": round(run.wall, 1), **probe}
+    if run.world_size > 1:
+        result |= {"processes": run.world_size, "pairs_per_update": run.world_size * cfg.batch_size,
+                   "envs": run.world_size * cfg.num_envs}
     result["stage_s"] = {k: round(v, 1) for k, v in run.stage_s.items()}
-    kept = {**result, "config": dataclasses.asdict(run.cfg), "generator_id": run.generator_id}
+    kept = {**result, "config": dataclasses.asdict(cfg), "generator_id": run.generator_id}
     save_atomic(json.dumps(kept, indent=1), run.dir / "result.json")
     (run.dir / "ckpt.pt").unlink(missing_ok=True)
+    print(f"{run.dir.name}: {result}")
+    return result
 
 
 def plot(metrics: list, folder: Path) -> None:
@@ -186,6 +340,7 @@ def plot(metrics: list, folder: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from common import atomic_path
     if not metrics:
         return
     with atomic_path(folder / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -202,91 +357,3 @@ def plot(metrics: list, folder: Path) -> None:
     with atomic_path(folder / "curves.png") as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
-
-
-# ---- torchrun: N processes, one model (docs/scale.md); a single process never calls these ---------------------------
-def distributed(device: str) -> tuple[int, int]:
-    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) -> (rank, world_size); (0, 1) without torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1
-    import torch.distributed as dist
-    cuda = pick_device(device).type == "cuda"
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    if dist.get_rank() > 0:
-        sys.stdout = open(os.devnull, "w")  # only rank 0 prints (errors still reach stderr)
-    return dist.get_rank(), world_size
-
-
-def broadcast(module: nn.Module) -> None:
-    """Every tensor of module.state_dict() (weights and buffers) from rank 0 to all ranks, in place."""
-    import torch.distributed as dist
-    for t in module.state_dict().values():
-        dist.broadcast(t, src=0)
-
-
-def average_grad(g: torch.Tensor) -> torch.Tensor:
-    """Gradient hook: the mean of g over the ranks."""
-    import torch.distributed as dist
-    g = g.clone()
-    dist.all_reduce(g)
-    return g / dist.get_world_size()
-
-
-def mean_over_ranks(log: dict) -> dict:
-    """The metrics of one update, averaged over the ranks."""
-    import torch.distributed as dist
-    v = torch.tensor(list(log.values()), dtype=torch.float64)  # (M,) one value per metric
-    if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
-        v = v.cuda()
-    dist.all_reduce(v)
-    return dict(zip(log, (v / dist.get_world_size()).tolist()))
-
-
-def gather_ranks(s: dict, rank: int, world_size: int, local: tuple) -> dict:
-    """Rank 0 gets the checkpoint s with s["ranks"][r] = rank r's own entries (the keys in `local`)."""
-    import torch.distributed as dist
-    own = {k: s.pop(k) for k in local if k in s}
-    own = to_cpu(own)  # gather_object pickles it
-    parts = [None] * world_size if rank == 0 else None
-    dist.gather_object(own, parts, dst=0)
-    return {**s, "ranks": parts, "world_size": world_size}
-
-
-def to_cpu(x):
-    """Tensors in nested dicts and lists -> the same structure on the CPU."""
-    if isinstance(x, torch.Tensor):
-        return x.cpu()
-    if isinstance(x, dict):
-        return {k: to_cpu(v) for k, v in x.items()}
-    return type(x)(to_cpu(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def own_part(s: dict, rank: int, world_size: int) -> dict:
-    """The checkpoint as rank `rank` resumes it: the shared weights plus its own part."""
-    saved = s.get("world_size", 1)
-    if saved != world_size:
-        raise ValueError(f"it was written by {saved} process(es), this run has {world_size}; resume with "
-                         f"--nproc_per_node {saved}")
-    own = dict(s["ranks"][rank])
-    return {**s, **own, "model": {**s["model"], **own.pop("bn")}}
-
-
-def distribute(run) -> None:
-    """After a resume: every rank takes rank 0's weights, and DDP averages the gradients of the encoder + head and of
-    the SAC networks over the ranks in each backward, so the weights stay the same on every rank."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    if run.cfg.method == "supervised":  # its projection head is never used; DDP expects a gradient for every
-        run.model.head.requires_grad_(False)  # trainable parameter of what it wraps
-    bn = {k: v.clone() for k, v in run.model.named_buffers()}  # BN statistics: a resumed rank keeps its own
-    broadcast(run.model)
-    run.net = DDP(run.model)  # DDP broadcasts rank 0's BN statistics at the start and before each forward
-    run.model.load_state_dict(bn, strict=False)
-    if run.sac is not None:
-        broadcast(run.sac)  # the target critics and log alpha too
-        for k in ("actor", "q1", "q2"):  # SAC calls these modules: wrapped, their backward averages the gradients
-            setattr(run.sac, k, DDP(getattr(run.sac, k)))
-        run.sac.log_alpha.register_hook(average_grad)  # a bare parameter: averaged by a hook

@@ -1,35 +1,42 @@
-"""transfer.py — downstream RL: does a frozen pretrained encoder make control easier?
+r"""transfer.py — downstream RL: does a frozen pretrained encoder make control easier?
 
 The task: goal reaching in the latent world (world.py). N episodes run in lock-step; in each one
-    y ~ U{0..K-1}, z_0 ~ N(0, I), z_goal ~ N(0, I)        class prompt, start and goal, from G's own prior
+    y ~ U{0..K-1}, z_0 ~ N(0, I), z_goal ~ N(0, I)  class prompt, start and goal, from G's own prior
     for t = 0 .. H-1:
-        s_t   = [f(G(z_t, y)), f(G(z_goal, y))]           frame and goal image through a FROZEN encoder f
-        a_t   ~ pi(s_t) in [-1, 1]^d                      d = G's latent size: the world's action
-        z_t+1 = world.latent_step(z_t, a_t, eps_t)        the world's transition, eps_t ~ N(0, I)
-        r_t   = -||(z_t+1 - z_goal) W||                   W W^T = M / tr M: the "metric" distance
-M = E[J^T J] / P, J = dG(z, y)/dz (P pixels, mean over the prior), is the pixel metric pulled back to the latent
-space (Arvanitidis et al. 2018, "Latent space oddity"), averaged: each direction counts as much as it changes the
-picture. Like ||dz|| / sqrt(d) (`--distance euclid`, M = I) it is ~sqrt(2) between independent N(0, I) latents.
-Not the plain ||dz||: most of z does not show in the image, so no image-based agent can see it (with it the image
-agents end below uniform-random actions; docs/transfer.md measures this). A reward on the pixels,
--RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off the prior.
-The agent never sees a latent, except the "oracle", whose s_t = [z_t, z_goal]. Every agent is agent.SAC with the
-same settings, env steps and seeds. A curve point is the mean return (sum of the H rewards) of the deterministic
-policy tanh(mean) on fixed evaluation episodes, the same for every agent and seed (paired comparisons). References:
+        s_t   = [f(G(z_t, y)), f(G(z_goal, y))]     frame and goal image through a FROZEN encoder f
+        a_t   ~ pi(s_t) in [-1, 1]^d                d = G's latent size: the world's action
+        z_t+1 = world.latent_step(z_t, a_t, eps_t)  the world's transition, eps_t ~ N(0, I)
+        r_t   = -||(z_t+1 - z_goal) W||             W W^T = M / tr M: the "metric" distance
+M = E[J^T J] / P, J = dG(z, y)/dz (P pixels, mean over the prior), is the pixel metric pulled back
+to the latent space (Arvanitidis et al. 2018, "Latent space oddity"), averaged: each direction
+counts as much as it changes the picture. Like ||dz|| / sqrt(d) (`--distance euclid`, M = I) it is
+~sqrt(2) between independent N(0, I) latents.
+Not the plain ||dz||: most of z does not show in the image, so no image-based agent can see it
+(with it the image agents end below uniform-random actions; docs/transfer.md measures this).
+A reward on the pixels, -RMS(G(z_t+1, y) - G(z_goal, y)), is gamed: agents push z off the prior.
+The agent never sees a latent, except the "oracle", whose s_t = [z_t, z_goal]. Every agent is
+agent.SAC with the same settings, env steps and seeds. A curve point is the mean return (sum of
+the H rewards) of the deterministic policy tanh(mean) on fixed evaluation episodes, the same for
+every agent and seed (paired comparisons). References:
     uniform-random  a_t ~ U[-1, 1]^d: z_t stays ~N(0, I) (world.py), the distance ~sqrt(2)
-    greedy          knows z_t and the dynamics: a_t = clip((z_goal - rho z_t) / (sqrt(1 - rho^2) w s), -1, 1)
-                    puts the mean of z_t+1 on the goal where |a_t| <= 1 allows; the noise is what is left
-World coefficients: pretraining's (world.WorldConfig), so Palm-up's encoder sees its own world; docs/transfer.md
-shows they leave enough control. SAC's settings were chosen on the oracle (docs/transfer.md). Features are
-standardised with the mean / std of random frames G(z, y), as in the linear probe, so SAC's inputs have one scale
-whatever the encoder. The replay holds features (s, a, r, s'), computed once (the encoder is frozen); the last
-step's s' is its true successor, and agent.SAC always bootstraps (a time limit, not a terminal state).
+    greedy          knows z_t and the dynamics:
+                    a_t = clip((z_goal - rho z_t) / (sqrt(1 - rho^2) w s), -1, 1)
+                    puts the mean of z_t+1 on the goal where |a_t| <= 1 allows; the noise is
+                    what is left
+World coefficients: pretraining's (world.WorldConfig), so Palm-up's encoder sees its own world;
+docs/transfer.md shows they leave enough control. SAC's settings were chosen on the oracle
+(docs/transfer.md). Features are standardised with the mean / std of random frames G(z, y), as in
+the linear probe, so SAC's inputs have one scale whatever the encoder. The replay holds features
+(s, a, r, s'), computed once (the encoder is frozen); the last step's s' is its true successor,
+and agent.SAC always bootstraps (a time limit, not a terminal state).
 
-    python transfer.py                  # oracle vs random-init, 1 seed, references: minutes on one CPU thread
-    python transfer.py --encoders runs/palmup_s0 runs/genrep_s0/encoder.pt random-init oracle --seeds 0 1 2
-    python transfer.py --generator checkpoints/cifar10_gan.pt --out runs/transfer_cifar10 --encoders ...
-Each (encoder, seed) result is cached in <out>/<label>_s<seed>.json: a rerun computes only the missing rows (and
-those whose settings, encoder file or generator file changed).
+    python transfer.py  # oracle vs random-init, 1 seed, references: minutes on one CPU thread
+    python transfer.py --encoders runs/palmup_s0 runs/genrep_s0/encoder.pt random-init oracle \
+        --seeds 0 1 2
+    python transfer.py --generator checkpoints/cifar10_gan.pt --out runs/transfer_cifar10 \
+        --encoders ...
+Each (encoder, seed) result is cached in <out>/<label>_s<seed>.json: a rerun computes only the
+missing rows (and those whose settings, encoder file or generator file changed).
 """
 import dataclasses, math, re, sys, time
 from dataclasses import dataclass, field
@@ -39,8 +46,8 @@ from pathlib import Path
 import torch
 
 from agent import SAC, SACConfig
-from common import (atomic_path, check_out, check_threads, mean_std, parse_config, pick_device, require, save_atomic,
-                    seed_everything, timed)
+from common import (atomic_path, check_out, check_threads, mean_std, parse_config, pick_device,
+                    require, save_atomic, seed_everything, timed)
 from evaluate import cached_probe, load_encoder, random_encoder
 from generator import load_generator
 from world import WorldConfig, latent_step
@@ -51,21 +58,25 @@ KEYWORDS = ("oracle", "random-init")
 
 @dataclass
 class Config:
-    encoders: list[str] = field(default_factory=lambda: ["oracle", "random-init"])  # encoder.pt files or run
-    #                     folders of pretrain.py, or the keywords oracle and random-init
+    encoders: list[str] = field(default_factory=lambda: ["oracle", "random-init"])  # encoder.pt
+    #                     files or run folders of pretrain.py, or the keywords oracle and
+    #                     random-init
     seeds: list[int] = field(default_factory=lambda: [0])  # one SAC run per (encoder, seed)
     generator: str = "checkpoints/embedded_gan.pt"  # the world's generator (generator.py)
-    distance: Literal["metric", "euclid"] = "metric"  # "metric": pixel-sensitivity weighted (docstring);
-    #                                                    "euclid": ||z - z_goal|| / sqrt(d)
+    distance: Literal["metric", "euclid"] = "metric"  # "metric": pixel-sensitivity weighted
+    #                                                   (docstring);
+    #                                                   "euclid": ||z - z_goal|| / sqrt(d)
     env_steps: int = 65536  # env transitions per (encoder, seed) run, warmup included
     num_envs: int = 32  # episodes in lock-step: one batched G and encoder call per step
     horizon: int = WorldConfig.horizon  # H: steps per episode (the world's value)
-    mix: float = WorldConfig.mix  # w: action weight against the noise (pretraining's value; docstring: enough control)
+    mix: float = WorldConfig.mix  # w: action weight against the noise (pretraining's value;
+    #                               docstring: enough control)
     ema: float = WorldConfig.ema  # rho: EMA persistence (pretraining's value)
     warmup: int = 1024  # env steps of uniform-random actions before SAC acts and learns
     updates_per_step: float = 0.0625  # SAC updates per env transition (4,096 updates by default)
     batch_size: int = 128  # transitions per SAC update
-    hidden: int = 128  # SAC hidden width (agent.SACConfig: 256; chosen on the oracle: docs/transfer.md)
+    hidden: int = 128  # SAC hidden width (agent.SACConfig: 256; chosen on the oracle:
+    #                    docs/transfer.md)
     gamma: float = 0.5  # SAC discount (agent.SACConfig: 0.99)
     init_alpha: float = 1e-3  # SAC initial temperature (agent.SACConfig: 0.1)
     lr_actor: float = 1e-3  # SAC actor Adam lr (agent.SACConfig: 3e-4)
@@ -75,14 +86,18 @@ class Config:
     stats_frames: int = 2048  # random frames for the per-feature mean / std
     random_init_seed: int = 0  # seed of the random-init encoder (as evaluate.py's reference row)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
-    threads: int = 1  # torch CPU threads (small networks: 1 is as fast, leaves the other core free); 0 = default
-    out: str = "runs/transfer"  # <label>_s<seed>.json per run, references.json, results.md, curves.png
+    threads: int = 1  # torch CPU threads (small networks: 1 is as fast, leaves the other core
+    #                   free); 0 = default
+    out: str = "runs/transfer"  # <label>_s<seed>.json per run, references.json, results.md,
+    #                             curves.png
     recompute: bool = False  # ignore cached results
 
 
-def distance_weights(G, kind: str = "metric", samples: int = 64, h: float = 0.1, seed: int = 0) -> torch.Tensor:
-    """-> W (d, d), the task's distance being ||(z - z_goal) W||. "euclid": W = I / sqrt(d). "metric": W W^T =
-    M / tr M, M = E[J^T J] / P with J = dG(z, y)/dz by forward differences of step h at `samples` prior draws."""
+def distance_weights(G, kind: str = "metric", samples: int = 64, h: float = 0.1,
+                     seed: int = 0) -> torch.Tensor:
+    """-> W (d, d), the task's distance being ||(z - z_goal) W||. "euclid": W = I / sqrt(d).
+    "metric": W W^T = M / tr M, M = E[J^T J] / P with J = dG(z, y)/dz by forward differences of
+    step h at `samples` prior draws."""
     d, dev = G.latent_dim, next(G.parameters()).device
     if kind == "euclid":
         return torch.eye(d, device=dev) / math.sqrt(d)
@@ -91,7 +106,8 @@ def distance_weights(G, kind: str = "metric", samples: int = 64, h: float = 0.1,
     y = torch.randint(G.num_classes, (samples,), generator=g, device=dev)  # (n,)
     with torch.no_grad():  # G in eval mode is deterministic: differences are exact up to O(h)
         x = G(z, y).flatten(1)  # (n, P)
-        J = torch.stack([(G(z + h * e, y).flatten(1) - x) / h for e in torch.eye(d, device=dev)], 2)  # (n, P, d)
+        J = torch.stack([(G(z + h * e, y).flatten(1) - x) / h
+                         for e in torch.eye(d, device=dev)], 2)  # (n, P, d)
     M = torch.einsum("npi,npj->ij", J, J) / (J.shape[0] * J.shape[1])  # (d, d) symmetric PSD
     eigval, eigvec = torch.linalg.eigh(M / M.trace())  # M / tr M = V diag(l) V^T
     return eigvec * eigval.clamp_min(0).sqrt()  # (d, d): W W^T = M / tr M
@@ -103,23 +119,28 @@ def goal_distance(z: torch.Tensor, z_goal: torch.Tensor, weights: torch.Tensor) 
 
 
 class GoalReaching:
-    """N episodes of the task in lock-step: world.py's prompts, prior, noise and transition (latent_step with the
-    world's WorldConfig) plus a goal z_goal ~ N(0, I) per episode. Not a LatentWorld: a step returns the reward and
-    decodes no frame (the oracle never needs one); frames() / goal_frames() decode (N, 3, 32, 32) on demand.
+    """N episodes of the task in lock-step: world.py's prompts, prior, noise and transition
+    (latent_step with the world's WorldConfig) plus a goal z_goal ~ N(0, I) per episode. Not a
+    LatentWorld: a step returns the reward and decodes no frame (the oracle never needs one);
+    frames() / goal_frames() decode (N, 3, 32, 32) on demand.
     reset() starts new episodes in all envs; step(action (N, d) in [-1, 1]) -> reward (N,)."""
 
     def __init__(self, G, num_envs: int, wc: WorldConfig, weights: torch.Tensor, seed: int):
         self.G, self.num_envs, self.wc, self.weights = G, num_envs, wc, weights
         self.device = next(G.parameters()).device
-        self.rng = torch.Generator(device=self.device).manual_seed(seed)  # prompts, starts, goals and noise
+        # prompts, starts, goals and noise
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
         self.reset()
 
     def _noise(self) -> torch.Tensor:
-        return torch.randn(self.num_envs, self.G.latent_dim, generator=self.rng, device=self.device)  # (N, d)
+        return torch.randn(self.num_envs, self.G.latent_dim, generator=self.rng,
+                           device=self.device)  # (N, d)
 
     def reset(self) -> None:
-        self.y = torch.randint(self.G.num_classes, (self.num_envs,), generator=self.rng, device=self.device)  # (N,)
-        self.z, self.z_goal = self._noise(), self._noise()  # (N, d) each: start and goal from the prior
+        self.y = torch.randint(self.G.num_classes, (self.num_envs,), generator=self.rng,
+                               device=self.device)  # (N,)
+        # (N, d) each: start and goal from the prior
+        self.z, self.z_goal = self._noise(), self._noise()
         self._steps = 0
 
     @property
@@ -129,12 +150,14 @@ class GoalReaching:
     def step(self, action: torch.Tensor) -> torch.Tensor:
         if not action.abs().max() <= 1 + 1e-6:  # NaN fails too
             raise ValueError("GoalReaching: actions must lie in [-1, 1]")
-        self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(), self.wc)  # (N, d)
+        self.z = latent_step(self.z, action.to(self.device, torch.float32), self._noise(),
+                             self.wc)  # (N, d)
         self._steps += 1
         return -goal_distance(self.z, self.z_goal, self.weights)  # (N,) the reward
 
     def greedy_action(self) -> torch.Tensor:
-        """Reference controller that knows z and the dynamics: the mean of z_t+1 on the goal, clipped -> (N, d)."""
+        """Reference controller that knows z and the dynamics: the mean of z_t+1 on the goal,
+        clipped -> (N, d)."""
         wc = self.wc
         gain = math.sqrt(1 - wc.ema ** 2) * wc.mix * wc.action_scale
         return ((self.z_goal - wc.ema * self.z) / gain).clamp(-1, 1)
@@ -149,8 +172,9 @@ class GoalReaching:
 
 
 class Observer:
-    """What an agent sees. encoder None (oracle): s = [z_t, z_goal] (N, 2d). Otherwise s = [f(o_t), f(o_goal)]
-    (N, 2D), f = the frozen encoder's features standardised with the statistics of random frames G(z, y)."""
+    """What an agent sees. encoder None (oracle): s = [z_t, z_goal] (N, 2d). Otherwise
+    s = [f(o_t), f(o_goal)] (N, 2D), f = the frozen encoder's features standardised with the
+    statistics of random frames G(z, y)."""
 
     def __init__(self, encoder, G, stats_frames: int = 2048, seed: int = 0):
         self.encoder, self.dim = encoder, 2 * G.latent_dim
@@ -163,7 +187,8 @@ class Observer:
             f = torch.cat([encoder(G(torch.randn(256, G.latent_dim, generator=g, device=dev),
                                      torch.randint(G.num_classes, (256,), generator=g, device=dev)))
                            for _ in range(max(1, stats_frames // 256))])  # (stats_frames, D)
-        self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-6)  # (D,) each; a dead feature stays 0
+        # (D,) each; a dead feature stays 0
+        self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-6)
         self.dim = 2 * f.shape[1]
 
     @torch.no_grad()
@@ -175,12 +200,14 @@ class Observer:
         return env.z_goal.clone() if self.encoder is None else self.features(env.goal_frames())
 
     def __call__(self, env: GoalReaching, goal: torch.Tensor) -> torch.Tensor:
-        now = env.z.clone() if self.encoder is None else self.features(env.frames())  # (N, d) or (N, D)
+        # (N, d) or (N, D)
+        now = env.z.clone() if self.encoder is None else self.features(env.frames())
         return torch.cat([now, goal], 1)  # (N, S)
 
 
 class FeatureBuffer:
-    """Replay of float (s, a, r, s') rows, preallocated for the whole run (65,536 rows of 2 x 512 features: 0.28 GB)."""
+    """Replay of float (s, a, r, s') rows, preallocated for the whole run (65,536 rows of 2 x 512
+    features: 0.28 GB)."""
 
     def __init__(self, capacity: int, state_dim: int, action_dim: int, device):
         self.s, self.s2 = torch.zeros(2, capacity, state_dim, device=device)  # (C, S) each
@@ -194,7 +221,8 @@ class FeatureBuffer:
         self.size += len(s)
 
     def sample(self, batch_size: int, generator: torch.Generator):
-        i = torch.randint(self.size, (batch_size,), generator=generator, device=generator.device).to(self.s.device)
+        i = torch.randint(self.size, (batch_size,), generator=generator,
+                          device=generator.device).to(self.s.device)
         return self.s[i], self.a[i], self.r[i], self.s2[i]  # (B, S), (B, A), (B,), (B, S)
 
 
@@ -206,20 +234,23 @@ def evaluate_policy(cfg: Config, G, weights, act, observer: Observer | None = No
         r = env.step(act(env, observer(env, goal) if observer else None))  # (E,)
         ret = ret + r
     euclid = goal_distance(env.z, env.z_goal, distance_weights(G, "euclid"))  # (E,) also reported
-    return {"return": ret.mean().item(), "final_distance": -r.mean().item(), "final_euclid": euclid.mean().item()}
+    return {"return": ret.mean().item(), "final_distance": -r.mean().item(),
+            "final_euclid": euclid.mean().item()}
 
 
 def references(cfg: Config, G, weights) -> dict:
     g = torch.Generator(device=next(G.parameters()).device).manual_seed(EVAL_SEED)
-    uniform = lambda env, s: torch.rand(env.z.shape, generator=g, device=g.device) * 2 - 1  # noqa: E731
+    uniform = lambda env, s: (  # noqa: E731
+        torch.rand(env.z.shape, generator=g, device=g.device) * 2 - 1)
     return {"uniform-random policy": evaluate_policy(cfg, G, weights, uniform),
-            "greedy controller (knows z)": evaluate_policy(cfg, G, weights, lambda env, s: env.greedy_action())}
+            "greedy controller (knows z)": evaluate_policy(cfg, G, weights,
+                                                           lambda env, s: env.greedy_action())}
 
 
 def sac_config(cfg: Config) -> SACConfig:
     """The agent's settings; SACConfig checks their ranges (ConfigError)."""
-    return SACConfig(hidden=cfg.hidden, gamma=cfg.gamma, init_alpha=cfg.init_alpha, lr_actor=cfg.lr_actor,
-                     lr_critic=cfg.lr_critic)
+    return SACConfig(hidden=cfg.hidden, gamma=cfg.gamma, init_alpha=cfg.init_alpha,
+                     lr_actor=cfg.lr_actor, lr_critic=cfg.lr_critic)
 
 
 def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
@@ -239,13 +270,14 @@ def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
 
     def point():
         with timed(times, "evaluation"):
-            curve.append({"env_steps": steps, **evaluate_policy(cfg, G, weights, lambda env, s: sac.act(
-                s, deterministic=True), observer)})
+            curve.append({"env_steps": steps, **evaluate_policy(
+                cfg, G, weights, lambda env, s: sac.act(s, deterministic=True), observer)})
 
     point()
     while steps < cfg.env_steps:
         with timed(times, "acting"):
-            a = sac.act(state) if steps >= cfg.warmup else torch.rand(cfg.num_envs, G.latent_dim, device=device) * 2 - 1
+            a = (sac.act(state) if steps >= cfg.warmup
+                 else torch.rand(cfg.num_envs, G.latent_dim, device=device) * 2 - 1)
         with timed(times, "world + encoder"):
             r = env.step(a)  # (N,)
             next_state = observer(env, goal)  # (N, S): the true successor, same goal
@@ -263,13 +295,16 @@ def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
                     updates += 1
         if steps % cfg.eval_every < cfg.num_envs or steps >= cfg.env_steps:
             point()
-    if any(not torch.equal(v, frozen[k]) for k, v in (encoder.state_dict() if encoder is not None else {}).items()):
-        raise RuntimeError("the frozen encoder changed during RL")  # weights or BN statistics: eval mode is a must
-    return {"curve": curve, "final": curve[-1], "sac_updates": updates, "wall_time_s": round(
-        time.perf_counter() - t_start, 1), "time_s": {k: round(v, 1) for k, v in times.items()}}
+    if any(not torch.equal(v, frozen[k])
+           for k, v in (encoder.state_dict() if encoder is not None else {}).items()):
+        # weights or BN statistics: eval mode is a must
+        raise RuntimeError("the frozen encoder changed during RL")
+    return {"curve": curve, "final": curve[-1], "sac_updates": updates,
+            "wall_time_s": round(time.perf_counter() - t_start, 1),
+            "time_s": {k: round(v, 1) for k, v in times.items()}}
 
 
-# ---- CLI: one cached run per (encoder, seed), a Markdown table and a learning-curve plot -----------------------------
+# ---- CLI: one cached run per (encoder, seed), a Markdown table and a learning-curve plot ---------
 def label_of(spec: str) -> str:
     """oracle / random-init / runs/palmup_s0/encoder.pt -> palmup_s0 (a file name, no slashes)."""
     if spec in KEYWORDS:
@@ -280,16 +315,19 @@ def label_of(spec: str) -> str:
 
 
 def load_agent_encoder(spec: str, cfg: Config, device):
-    """-> (encoder, or None for the oracle; identity for the cache key). Raises FileNotFoundError / ValueError."""
+    """-> (encoder, or None for the oracle; identity for the cache key).
+    Raises FileNotFoundError / ValueError."""
     if spec == "oracle":
         return None, {"encoder": "oracle", "name": "oracle (observes z_t, z_goal)"}
     if spec == "random-init":
         return random_encoder("cnn", 32, cfg.random_init_seed).to(device), {
-            "encoder": "random-init", "seed_init": cfg.random_init_seed, "name": "random-init cnn-32"}
+            "encoder": "random-init", "seed_init": cfg.random_init_seed,
+            "name": "random-init cnn-32"}
     try:
         encoder, meta = load_encoder(spec, device)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}; --encoders takes encoder.pt files, run folders, {' or '.join(KEYWORDS)}")
+        raise FileNotFoundError(f"{e}; --encoders takes encoder.pt files, run folders, "
+                                f"{' or '.join(KEYWORDS)}")
     path = Path(spec) / "encoder.pt" if Path(spec).is_dir() else Path(spec)
     return encoder, {"encoder": str(path.resolve()), "mtime_ns": path.stat().st_mtime_ns,
                      "name": f"{label_of(spec)} ({meta['config'].get('method', '?')})"}
@@ -297,14 +335,17 @@ def load_agent_encoder(spec: str, cfg: Config, device):
 
 def table(cfg: Config, rows: dict, refs: dict) -> str:
     lo, hi = (refs[k]["return"] for k in refs)  # uniform-random, greedy
-    lines = [f"Goal reaching ({cfg.distance} distance, H = {cfg.horizon}, {cfg.env_steps} env steps per run). "
-             f"Return: sum of -distances (0 is best), mean ± std over seeds. Gap closed: 0 % = uniform-random, "
-             "100 % = greedy\n",
-             "| agent | seeds | final return | gap closed | final distance | time / seed |", "|---" * 6 + "|"]
+    lines = [f"Goal reaching ({cfg.distance} distance, H = {cfg.horizon}, "
+             f"{cfg.env_steps} env steps per run). "
+             f"Return: sum of -distances (0 is best), mean ± std over seeds. "
+             f"Gap closed: 0 % = uniform-random, 100 % = greedy\n",
+             "| agent | seeds | final return | gap closed | final distance | time / seed |",
+             "|---" * 6 + "|"]
     for ident, results in rows.values():
         ret = [r["final"]["return"] for r in results]
         closed = 100 * (sum(ret) / len(ret) - lo) / (hi - lo)
-        lines.append(f"| {ident['name']} | {len(ret)} | {mean_std(ret, digits=2)} | {closed:.0f} % | "
+        lines.append(f"| {ident['name']} | {len(ret)} | {mean_std(ret, digits=2)} | "
+                     f"{closed:.0f} % | "
                      f"{mean_std([r['final']['final_distance'] for r in results], digits=2)} | "
                      f"{sum(r['wall_time_s'] for r in results) / len(results):.0f} s |")
     lines += [f"| *{name}* | – | {res['return']:.2f} | – | {res['final_distance']:.2f} | – |"
@@ -320,8 +361,10 @@ def plot(rows: dict, refs: dict, path: Path, title: str) -> None:
     for ident, results in rows.values():
         x = np.array([p["env_steps"] for p in results[0]["curve"]])
         y = np.array([[p["return"] for p in r["curve"]] for r in results])  # (seeds, points)
-        line, = ax.plot(x, y.mean(0), label=f"{ident['name']} ({len(results)} seed{'s' * (len(results) > 1)})")
-        ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)  # seed spread: min to max
+        line, = ax.plot(x, y.mean(0),
+                        label=f"{ident['name']} ({len(results)} seed{'s' * (len(results) > 1)})")
+        # seed spread: min to max
+        ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
     for (name, res), style in zip(refs.items(), (":", "--")):
         ax.axhline(res["return"], color="gray", linestyle=style, label=name)
     ax.set(xlabel="env steps", ylabel="evaluation return", title=title)
@@ -335,7 +378,8 @@ def plot(rows: dict, refs: dict, path: Path, title: str) -> None:
 def check(cfg: Config) -> None:
     """Every flag, before anything is loaded or written."""
     WorldConfig.of(cfg)  # horizon, mix, ema: the world's own rules
-    require({"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1, "warmup >= 0": cfg.warmup >= 0,
+    require({"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1,
+             "warmup >= 0": cfg.warmup >= 0,
              "0 <= updates_per_step < inf": 0 <= cfg.updates_per_step < math.inf,
              "batch_size >= 1": cfg.batch_size >= 1, "eval_every >= 1": cfg.eval_every >= 1,
              "eval_episodes >= 1": cfg.eval_episodes >= 1,
@@ -359,19 +403,23 @@ def main(argv=None) -> dict:
         G = load_generator(cfg.generator, device)
         labels = [label_of(s) for s in cfg.encoders]
         if len(set(labels)) < len(labels):
-            raise ValueError(f"two --encoders get the same label ({labels}): give each run its own folder name")
-        agents = {lab: load_agent_encoder(s, cfg, device) for lab, s in zip(labels, cfg.encoders)}  # checked first
+            raise ValueError(f"two --encoders get the same label ({labels}): "
+                             "give each run its own folder name")
+        # checked first
+        agents = {lab: load_agent_encoder(s, cfg, device) for lab, s in zip(labels, cfg.encoders)}
     except (FileNotFoundError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
     out.mkdir(parents=True, exist_ok=True)
     gen = Path(cfg.generator).resolve()
-    ignore = ("device", "threads", "out", "recompute", "encoders", "seeds")  # what changes no result
+    # what changes no result
+    ignore = ("device", "threads", "out", "recompute", "encoders", "seeds")
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignore}
     settings.update(generator=str(gen), generator_mtime_ns=gen.stat().st_mtime_ns)
-    print(f"generator {cfg.generator} | device {device} | agents {', '.join(labels)} | seeds {cfg.seeds}",
-          file=sys.stderr)
+    print(f"generator {cfg.generator} | device {device} | agents {', '.join(labels)} | "
+          f"seeds {cfg.seeds}", file=sys.stderr)
     weights = distance_weights(G, cfg.distance)  # (d, d)
-    refs = cached_probe(out / "references.json", settings, lambda: references(cfg, G, weights), cfg.recompute)
+    refs = cached_probe(out / "references.json", settings, lambda: references(cfg, G, weights),
+                        cfg.recompute)
     refs, rows = {k: v for k, v in refs.items() if k != "key"}, {}
     try:
         for label, (encoder, ident) in agents.items():
@@ -379,17 +427,19 @@ def main(argv=None) -> dict:
                 def run():
                     print(f"{label} seed {seed}: training", file=sys.stderr)
                     return train_agent(cfg, G, weights, encoder, seed)
-                res = cached_probe(out / f"{label}_s{seed}.json", {**settings, **ident, "seed": seed}, run,
-                                   cfg.recompute)
-                print(f"{label} seed {seed}: return {res['final']['return']:.2f} | {res['wall_time_s']} s "
-                      f"{res['time_s']}", file=sys.stderr)
+                res = cached_probe(out / f"{label}_s{seed}.json",
+                                   {**settings, **ident, "seed": seed}, run, cfg.recompute)
+                print(f"{label} seed {seed}: return {res['final']['return']:.2f} | "
+                      f"{res['wall_time_s']} s {res['time_s']}", file=sys.stderr)
                 rows.setdefault(label, (ident, []))[1].append(res)
     except KeyboardInterrupt:
-        sys.exit(f"interrupted; the finished (encoder, seed) runs are cached in {out}: the same command goes on")
+        sys.exit(f"interrupted; the finished (encoder, seed) runs are cached in {out}: "
+                 "the same command goes on")
     text = table(cfg, rows, refs)
     print("\n" + text)
     save_atomic(text + "\n", out / "results.md")
-    plot(rows, refs, out / "curves.png", f"goal reaching in the world of {Path(cfg.generator).name}")
+    plot(rows, refs, out / "curves.png",
+         f"goal reaching in the world of {Path(cfg.generator).name}")
     print(f"\nwrote {out / 'results.md'} and {out / 'curves.png'}", file=sys.stderr)
     return {"rows": rows, "references": refs}
 
