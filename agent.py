@@ -6,12 +6,9 @@ the log of the mean distance from each feature vector to its k nearest neighbour
 (Haarnoja et al. 2018) maximises it. The features come from the encoder that pretrain.py trains with
 its own contrastive loss; here they are always detached: RL never updates the encoder (Fig. 1C).
 
-    apt_reward(features, k, rms) -> (B,)       kNN particle reward, O(B^2 D) time
+    apt_reward(features, k, knn_mean) -> (B,)  kNN particle reward, O(B^2 D) time
     SAC(feature_dim, action_dim, cfg)          tanh-Gaussian actor, twin Q, temperature alpha
-    ReplayBuffer(capacity, action_dim)         circular, preallocated, uint8 frames
-
-Replay memory: one transition is 2 x 3 x 32 x 32 B of uint8 frames + 4 A B of action + 8 B of class,
-6,408 B for A = 64: 100k transitions = 0.64 GB (float32 frames would be 4x that).
+    ReplayBuffer(capacity, action_dim)         circular, preallocated, uint8 frames: 6.4 KB each
 """
 import copy, math
 from dataclasses import dataclass
@@ -22,30 +19,18 @@ import torch.nn.functional as F
 
 
 # ---- APT: a particle-based entropy estimate in representation space ------------------------------
-class RMS:
-    """Running mean / variance of a stream of batches (parallel update, Chan et al. 1979). As
-    URLB's utils.RMS, it starts at mean 0, var 1 with a tiny pseudo-count (the first batch rules)"""
+class RunningMean:
+    """The running mean of a stream of batches, APT's normaliser of kNN distances (URLB's utils.RMS,
+    whose variance APT never reads). It starts at 0 with a tiny pseudo-count: the first batch sets it."""
 
     def __init__(self, device="cpu", eps: float = 1e-4):
-        self.mean = torch.zeros((), device=device)  # ()
-        self.var = torch.ones((), device=device)  # ()
-        self.count = eps  # pseudo-count of the prior
+        self.mean, self.count = torch.zeros((), device=device), eps  # (), pseudo-count
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """Fold x (N,) in -> the running mean ()."""
-        n, total = len(x), self.count + len(x)
-        delta = x.mean() - self.mean
-        self.mean = self.mean + delta * n / total
-        self.var = (self.var * self.count + x.var(unbiased=False) * n
-                    + delta ** 2 * self.count * n / total) / total
-        self.count = total
+        self.count += len(x)
+        self.mean = self.mean + (x.mean() - self.mean) * len(x) / self.count
         return self.mean
-
-    def state(self) -> dict:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load(self, s: dict) -> None:
-        self.mean, self.var, self.count = s["mean"], s["var"], s["count"]
 
 
 @torch.no_grad()
@@ -58,14 +43,14 @@ def knn_distances(features: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def apt_reward(features: torch.Tensor, k: int, rms: RMS | None = None) -> torch.Tensor:
+def apt_reward(features: torch.Tensor, k: int, knn_mean: RunningMean | None = None):
     """APT (Liu & Abbeel 2021) Eq. 6 with URLB's knn_avg: r_i = log(1 + mean_j ||f_i - f_(j)||) over
     the k nearest neighbours f_(j) of f_i in the batch. features (B, D) -> rewards (B,). With
-    `rms`, each distance is first divided by the running mean of all kNN distances (URLB's PBE)."""
+    knn_mean, each distance is first divided by the running mean of all kNN distances (URLB's PBE)."""
     assert features.dim() == 2 and 1 <= k < len(features), "need (B, D) features and 1 <= k < B"
     knn = knn_distances(features, k)  # (B, k)
-    if rms is not None:
-        knn = knn / rms.update(knn.reshape(-1)).clamp_min(1e-8)  # knn.reshape(-1): (B k,)
+    if knn_mean is not None:
+        knn = knn / knn_mean.update(knn.reshape(-1)).clamp_min(1e-8)  # knn.reshape(-1): (B k,)
     return torch.log1p(knn.mean(dim=1))  # (B,)  APT Eq. 6, c = 1
 
 
@@ -235,17 +220,6 @@ class SAC(nn.Module):
                 "critic_r2": 1 - critic_error / s["target"].var().clamp_min(1e-12),
                 "reward_action_r2": adjusted}
 
-    def state(self) -> dict:
-        """Networks, optimisers, step counter: what a resumed run needs for the same next step."""
-        return {"nets": self.state_dict(), "steps": self.num_steps,
-                "opts": [o.state_dict() for o in (self.actor_opt, self.critic_opt, self.alpha_opt)]}
-
-    def load(self, s: dict) -> None:
-        self.load_state_dict(s["nets"])
-        self.num_steps = s["steps"]
-        for opt, o in zip((self.actor_opt, self.critic_opt, self.alpha_opt), s["opts"]):
-            opt.load_state_dict(o)
-
 
 # ---- the replay buffer ---------------------------------------------------------------------------
 class ReplayBuffer:
@@ -283,14 +257,3 @@ class ReplayBuffer:
         idx = idx.to(self.obs.device)
         return dict(obs=self.obs[idx], action=self.action[idx], next_obs=self.next_obs[idx],
                     label=self.label[idx])
-
-    def state(self) -> dict:
-        """The filled part only (cloned: a slice would save the whole preallocated storage)."""
-        keys = ("obs", "next_obs", "action", "label")
-        filled = {k: getattr(self, k)[:self.size].clone() for k in keys}
-        return {"ptr": self.ptr, "size": self.size, **filled}
-
-    def load(self, s: dict) -> None:
-        self.ptr, self.size = s["ptr"], s["size"]
-        for k in ("obs", "next_obs", "action", "label"):
-            getattr(self, k)[:self.size] = s[k]

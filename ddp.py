@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from common import pick_device
 
-LOCAL = ("rng", "cuda_rng", "world", "buffer", "rms", "spread_rng", "bn")  # each rank's own
+LOCAL = ("rng", "cuda_rng", "world", "buffer", "knn_mean", "spread_rng", "bn")  # each rank's own
 
 
 def join(device: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""pretrain.py — Fig. 1C: learn a representation in the latent world while an APT agent explores it.
+"""pretrain.py — Fig. 1C: learn a representation in the latent world while an APT agent explores.
 
 One iteration of Palm-up (`palmup_update`, read it top to bottom):
   1. act: the SAC policy acts on detached features of the N envs' current frames (agent.py);
@@ -16,12 +16,10 @@ Baselines (--method) replace steps 1-4 by their own pairs (PAIRS); encoder, batc
   supervised  cross-entropy on the real labels (the upper bound)
   none        random initialisation
 
-    python pretrain.py                  # Palm-up on the embedded dataset, minutes on a laptop CPU
-    python pretrain.py --method genrep --seed 1
+    python pretrain.py                      # Palm-up on the embedded dataset, minutes on a CPU
     python pretrain.py --data cifar10 --download --generator checkpoints/cifar10_gan.pt
-    python pretrain.py --resume runs/palmup_s0      # continue an interrupted run (same flags)
-Every command trains anew in a run folder of its own, runs/<method>_s<seed>[-2, -3, ...]; the
-harness around the loop (folders, checkpoints, resume, the divergence guard) is runfiles.py.
+Every command trains anew in a folder of its own, runs/<method>_s<seed>[-2, -3, ...]; --resume
+continues one. The harness around the loop (folders, checkpoints, resume, guards): runfiles.py.
 """
 import time
 from dataclasses import dataclass, field
@@ -31,16 +29,16 @@ import torch
 import torch.nn.functional as F
 
 import runfiles
-from agent import RMS, SAC, ReplayBuffer, SACConfig, apt_reward, knn_spread
+from agent import SAC, ReplayBuffer, RunningMean, SACConfig, apt_reward, knn_spread
 from common import Stopwatch, cli, parse_config, pick_device, seed_everything, timed
 from data import load_split, to_float, to_uint8
 from encoder import Model, augment, info_nce
-from evaluate import split_probe
-from generator import load_generator
+from probe import split_probe
+from gan import load_generator
 from world import LatentWorld, WorldConfig, latent_step, rollout, save_filmstrip
 
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")
-LOG_EVERY = 10  # updates between logged updates: the only ones that read numbers back from the device
+LOG_EVERY = 10  # updates between logged updates, the only ones that read numbers from the device
 
 
 @dataclass
@@ -48,20 +46,18 @@ class Config:
     method: Literal[METHODS] = "palmup"  # what to pretrain with (module docstring)
     name: str = ""  # run folder runs/<name>; default "<method>_s<seed>", then -2, -3, ... if taken
     resume: str = ""  # continue this interrupted run folder (runs/<name>) with the same flags
-    data: str = "embedded"  # real images for simclr / supervised and the probe: "embedded", "cifar10"
-    #                          or an ImageFolder path with train/ and test/
+    data: str = "embedded"  # real images: "embedded", "cifar10" or an ImageFolder (train/, test/)
     download: bool = False  # only with --data cifar10: let torchvision download it (internet once)
     # ---- the world (Fig. 1B; world.py)
-    generator: str = "checkpoints/embedded_gan.pt"  # a generator.py checkpoint, or biggan-deep-128
-    #                                                  / -256 / -512 (requirements-biggan.txt)
+    generator: str = "checkpoints/embedded_gan.pt"  # generator.py's checkpoint or biggan-deep-128
     classes: str = ""  # BigGAN only: ImageNet class indices or a preset (biggan.py); "" = all 1000
-    truncation: float = 1.0  # BigGAN only: truncation in (0, 1]; lower = cleaner, less varied images
+    truncation: float = 1.0  # BigGAN only: truncation in (0, 1]; lower: cleaner, less varied frames
     image_size: int = 32  # side of the frames the buffer stores and the encoder sees
     num_envs: int = 64  # envs stepped once per update (paper leaves it open)
     world: WorldConfig = field(default_factory=WorldConfig)  # --horizon, --mix, --ema, ...
-    # ---- the agent (Fig. 1C, exploration; agent.py): the paper leaves these open (docs/exploration.md)
+    # ---- the agent (Fig. 1C, exploration; agent.py): left open by the paper (docs/exploration.md)
     apt_k: int = 12  # APT: neighbours in the particle estimate (URLB's value)
-    sac: SACConfig = field(default_factory=SACConfig, metadata={"prefix": "sac_"})  # --sac-gamma, ...
+    sac: SACConfig = field(default_factory=SACConfig, metadata={"prefix": "sac_"})  # --sac-gamma
     buffer_size: int = 100_000  # replay transitions (each ~6 KB: two uint8 frames)
     warmup: int = 16  # world steps of uniform-random play that fill the buffer first
     # ---- the encoder (Fig. 1C, representation; encoder.py)
@@ -81,10 +77,9 @@ class Config:
     snapshots: str = ""  # comma-separated updates at which to also keep encoder_<update>.pt
     probe: bool = True  # finish with the linear probe on `data` (evaluate.py)
     probe_images: int = 0  # 0 = the whole split; n >= 10: the first n train / n // 5 test images
-    probe_split: Literal["test", "val"] = "test"  # "val": fit on 90 % of train, score the other 10 %
-    max_weight: float = 1e4  # divergence guard: stop when an encoder weight passes this in absolute value
-    chance_patience: int = 10  # divergence guard: stop when the loss sits at chance this many logged
-    #                            updates in a row after update 100
+    probe_split: Literal["test", "val"] = "test"  # "val": fit on 90 % of train, score the rest
+    max_weight: float = 1e4  # divergence guard: stop when |an encoder weight| passes this
+    chance_patience: int = 10  # divergence guard: stop after this many logged updates at chance
 
     def rules(self) -> dict:
         return runfiles.rules(self)
@@ -97,18 +92,20 @@ class Run:
         self.cfg, self.dir, self.rank, self.world_size = cfg, folder, rank, world_size
         self.device = pick_device(cfg.device)
         images = cfg.method in ("simclr", "supervised") or cfg.probe  # real images: train split
-        self.x, self.y, classes = load_split(cfg.data, "train", cfg.download) if images else (None, None, [])
+        self.x, self.y, classes = (load_split(cfg.data, "train", cfg.download) if images
+                                   else (None, None, []))
         test = cfg.probe and cfg.probe_split == "test"  # "val" never reads the test split
         self.test = load_split(cfg.data, "test", cfg.download) if test else None
         self.model = Model(cfg.encoder, cfg.width, cfg.proj_dim, max(len(classes), 1),
                            supervised=cfg.method == "supervised").to(self.device)
         self.net = self.model  # what the encoder step calls: the model, or its DDP wrapper (ddp.py)
         self.opt = torch.optim.Adam(self.model.parameters(), cfg.lr)
-        self.step, self.metrics, self.wall, self.stage_s = 0, [], 0.0, {}  # stage_s: seconds per stage
+        self.step, self.metrics, self.wall, self.stage_s = 0, [], 0.0, {}  # stage_s: s per stage
         self.watch = Stopwatch(self.stage_s, self.device, LOG_EVERY)
         self.G = self.world = self.buffer = self.sac = None
         if cfg.method in ("palmup", "random", "genrep"):
-            self.G = load_generator(cfg.generator, self.device, cfg.classes, cfg.truncation, cfg.image_size)
+            self.G = load_generator(cfg.generator, self.device, cfg.classes, cfg.truncation,
+                                    cfg.image_size)
         if cfg.method in ("palmup", "random"):
             self.world = LatentWorld(self.G, cfg.num_envs, cfg.world, seed=cfg.seed + rank)
             frame = (3, cfg.image_size, cfg.image_size)
@@ -116,27 +113,27 @@ class Run:
             self.obs = self.world.reset()  # (N, 3, S, S)
         if cfg.method == "palmup":  # --method random acts uniformly: no agent
             self.sac = SAC(self.model.encoder.feature_dim, self.G.latent_dim, cfg.sac, self.device)
-            self.rms = RMS(self.device)  # APT's running mean of kNN distances
-            self.spread_rng = torch.Generator(self.device).manual_seed(cfg.seed)  # spread_vs_random's
+            self.knn_mean = RunningMean(self.device)  # APT's normaliser of kNN distances
+            self.spread_rng = torch.Generator(self.device).manual_seed(cfg.seed)  # spread_vs_random
         runfiles.check_data(self, classes)  # class lists agree; enough images for the probe
 
 
-# ---- Fig. 1C: one iteration of Palm-up, in the order it runs (module docstring, steps 1-7) ------------
+# ---- Fig. 1C: one iteration of Palm-up, in the order it runs (module docstring, steps 1-7) -----
 def palmup_update(run: Run, logged: bool) -> dict:
     cfg = run.cfg
     with run.watch("explore + pairs"):
-        action = run.sac.act(features(run, run.obs))  # 1. act on detached features: (N, d) in [-1, 1]
-        log = spread_vs_random(run, action) if logged else {}  # where the agent goes vs uniform actions
+        action = run.sac.act(features(run, run.obs))  # 1. act on detached features: (N, d)
+        log = spread_vs_random(run, action) if logged else {}  # where it goes vs uniform actions
         explore(run, action)  # 2. step the world, 3. store (o_t, a_t, o_t+1)
         batch = run.buffer.sample(cfg.batch_size)  # 4. consecutive pairs, never across a reset
-        v1, v2 = views(cfg, to_float(batch["obs"]), to_float(batch["next_obs"]))  # (B, 3, S, S) each
+        v1, v2 = views(cfg, to_float(batch["obs"]), to_float(batch["next_obs"]))  # (B, 3, S, S)
     with run.watch("encoder update"):
-        f, loss = encoder_step(run, v1, v2)  # 5. InfoNCE: one Adam step of the Siamese encoder; f (2B, D)
+        f, loss = encoder_step(run, v1, v2)  # 5. InfoNCE: one step of the Siamese encoder; (2B, D)
     with run.watch("SAC update + APT reward"):
         # (B, D) each: features of o_t and o_t+1, detached (Fig. 1C). They come from the encoder's
         # training pass (BN batch statistics) while acting uses eval mode: a free reuse.
         feat, next_feat = f.detach().chunk(2)
-        reward = apt_reward(next_feat, cfg.apt_k, run.rms)  # 6. APT (Liu & Abbeel 2021): (B,) kNN entropy
+        reward = apt_reward(next_feat, cfg.apt_k, run.knn_mean)  # 6. APT: (B,) kNN particle entropy
         log |= run.sac.update(feat, batch["action"], reward, next_feat)  # 7. SAC; never the encoder
     if logged:
         log |= run.sac.diagnostics()
@@ -146,7 +143,7 @@ def palmup_update(run: Run, logged: bool) -> dict:
 def encoder_step(run: Run, v1: torch.Tensor, v2: torch.Tensor, labels=None):
     """One Adam step on the temporal InfoNCE of the pairs (rows of v1, v2), or on the labels'
     cross-entropy (the supervised baseline) -> features of both views (2B, D), the loss ()."""
-    f, p = run.net(torch.cat([v1, v2]))  # (2B, D), (2B, P): one pass for both views, shared BN stats
+    f, p = run.net(torch.cat([v1, v2]))  # (2B, D), (2B, P): one pass for both views (shared BN)
     if labels is None:
         loss = info_nce(p[:len(v1)], p[len(v1):], run.cfg.temperature)
     else:
@@ -158,7 +155,7 @@ def encoder_step(run: Run, v1: torch.Tensor, v2: torch.Tensor, labels=None):
 
 
 def features(run: Run, obs: torch.Tensor) -> torch.Tensor:
-    """Detached features (N, D) of float frames, the encoder in eval mode (acting never changes BN)."""
+    """Detached features (N, D) of float frames, the encoder in eval mode (acting leaves BN be)."""
     run.model.eval()
     with torch.no_grad():
         f = run.model.encoder(obs)  # (N, D)
@@ -181,18 +178,18 @@ def views(cfg: Config, v1: torch.Tensor, v2: torch.Tensor):
 @torch.no_grad()
 def spread_vs_random(run: Run, action: torch.Tensor) -> dict:
     """Before the envs step with `action` (N, d): how much more spread out (kNN distance in the
-    encoder's features, APT's k) are the frames it leads to than those of uniform-random actions from
-    the same latents with the same noise; and where the agent's latents go (mean ||z||^2 / d, 1 under
+    encoder's features, APT's k) are the frames it leads to than those of uniform actions from the
+    same latents with the same noise; and where the agent's latents go (mean ||z||^2 / d, 1 under
     the prior). Logged: curves.png."""
     w, eps = run.world, run.world.peek_noise()  # (N, d): the noise the step will draw
-    uniform = torch.rand(action.shape, generator=run.spread_rng, device=run.device) * 2 - 1  # (N, d)
+    uniform = torch.rand(action.shape, generator=run.spread_rng, device=run.device) * 2 - 1
     z = [latent_step(w.z, a, eps, w.cfg) for a in (action, uniform)]  # 2 x (N, d)
     f = features(run, w.G(torch.cat(z), torch.cat([w.y, w.y])))  # (2N, D)
     k, n = min(run.cfg.apt_k, w.num_envs - 1), w.num_envs
     return {"spread_ratio": knn_spread(f[:n], k) / knn_spread(f[n:], k), "z_sq": z[0].pow(2).mean()}
 
 
-# ---- the baselines: each replaces steps 1-4 by its own positive pairs ---------------------------------
+# ---- the baselines: each replaces steps 1-4 by its own positive pairs -------------------------
 def uniform_actions(run: Run) -> torch.Tensor:
     return torch.rand(run.cfg.num_envs, run.G.latent_dim, device=run.device) * 2 - 1  # (N, d)
 
@@ -206,7 +203,7 @@ def pairs_random(run: Run):
 
 @torch.no_grad()
 def pairs_genrep(run: Run):
-    """GenRep (Jahanian et al. 2022, Sec. 3): static samples, positives G(z, y), G(z + sigma eps, y)."""
+    """GenRep (Jahanian et al. 2022, Sec. 3): static samples; positives G(z, y), G(z + s eps, y)"""
     B, G = run.cfg.batch_size, run.G
     z = torch.randn(B, G.latent_dim, device=run.device)  # (B, d)
     y = torch.randint(G.num_classes, (B,)).to(run.device)  # (B,)
@@ -215,15 +212,16 @@ def pairs_genrep(run: Run):
 
 def pairs_simclr(run: Run):
     """SimCLR (Chen et al. 2020) on the real training images: two augmentations of each image."""
-    x = to_float(run.x[torch.randint(len(run.x), (run.cfg.batch_size,))].to(run.device))  # (B, 3, S, S)
+    i = torch.randint(len(run.x), (run.cfg.batch_size,))  # (B,)
+    x = to_float(run.x[i].to(run.device))  # (B, 3, S, S)
     return augment(x), augment(x), None
 
 
 def pairs_supervised(run: Run):
     """The upper bound: 2B real images, each with its own label, for the cross-entropy."""
     i, j = (torch.randint(len(run.x), (run.cfg.batch_size,)) for _ in range(2))
-    x1, x2 = to_float(run.x[i].to(run.device)), to_float(run.x[j].to(run.device))  # (B, 3, S, S) each
-    return x1, x2, torch.cat([run.y[i], run.y[j]]).to(run.device)  # (2B,) the labels of cat([x1, x2])
+    x1, x2 = to_float(run.x[i].to(run.device)), to_float(run.x[j].to(run.device))  # (B, 3, S, S)
+    return x1, x2, torch.cat([run.y[i], run.y[j]]).to(run.device)  # (2B,) labels of cat([x1, x2])
 
 
 PAIRS = {"random": pairs_random, "genrep": pairs_genrep, "simclr": pairs_simclr,
@@ -237,12 +235,7 @@ def baseline_update(run: Run, logged: bool) -> dict:
         return {"loss": encoder_step(run, v1, v2, labels)[1]}
 
 
-def act(run: Run, obs: torch.Tensor) -> torch.Tensor:
-    """How the run acts in the world: the SAC policy (palmup) or uniform-random actions (random)."""
-    return run.sac.act(features(run, obs)) if run.sac is not None else uniform_actions(run)[:len(obs)]
-
-
-# ---- the loop -------------------------------------------------------------------------------------------
+# ---- the loop -------------------------------------------------------------------------------
 def train(run: Run) -> None:
     """Palm-up's iteration (or a baseline's) until cfg.updates; logs, checkpoints and the guard
     against divergence are runfiles.py's, at the loop's edges."""
@@ -256,7 +249,7 @@ def train(run: Run) -> None:
         with timed(run.stage_s, "explore + pairs", run.device):
             for _ in range(cfg.warmup):  # fill the buffer with uniform-random play
                 explore(run, uniform_actions(run))
-    bar = tqdm(total=total, initial=run.step, desc=run.dir.name, mininterval=1, disable=run.rank > 0)
+    bar = tqdm(total=total, initial=run.step, desc=run.dir.name, mininterval=1, disable=run.rank)
     run.started = time.time()  # the run's wall time counts the loop only
     while run.step < total:
         logged = (run.step + 1) % LOG_EVERY == 0
@@ -265,7 +258,7 @@ def train(run: Run) -> None:
         run.step += 1
         bar.update()
         if logged:
-            runfiles.log_update(run, log, bar)  # one read from the device, then the divergence guard
+            runfiles.log_update(run, log, bar)  # one read from the device; the divergence guard
         runfiles.keep_progress(run)  # snapshots and resumable checkpoints, when due
     bar.close()
     run.wall += time.time() - run.started
@@ -279,17 +272,12 @@ def train(run: Run) -> None:
 
 
 def filmstrip(run: Run, name: str) -> None:
-    """8 envs of the run's world for one episode, acting as the run acts: rows envs, columns time."""
+    """8 envs of the run's world for one episode, acting as the run acts (the SAC policy, or
+    uniform-random actions): rows are envs, columns time."""
     world = LatentWorld(run.G, 8, run.world.cfg, seed=12345)
-    frames = rollout(world, run.cfg.world.horizon, policy=lambda obs: act(run, obs))[0]  # (H+1, 8, ...)
+    policy = (lambda obs: run.sac.act(features(run, obs))) if run.sac is not None else None
+    frames = rollout(world, run.cfg.world.horizon, policy=policy)[0]  # (H + 1, 8, 3, S, S)
     save_filmstrip(frames, run.dir / name)
-
-
-def probe(run: Run) -> dict:
-    """The frozen encoder's linear probe on real labelled images (evaluate.py)."""
-    with timed(run.stage_s, "linear probe", run.device):
-        return split_probe(run.model.encoder, (run.x, run.y), run.test, run.cfg.probe_split,
-                           run.cfg.probe_images, run.device)
 
 
 @cli
@@ -300,7 +288,12 @@ def main(argv=None) -> dict:
     run = Run(cfg, runfiles.choose_folder(cfg, rank), rank, world_size)  # bad input stops here
     with runfiles.open_run(run, argv):  # the folder, its lock, resume, Ctrl-C's --resume line
         train(run)
-        result = runfiles.save_result(run, probe(run) if cfg.probe and rank == 0 else {})
+        result = {}
+        if cfg.probe and rank == 0:  # the frozen encoder's linear probe on real images (probe.py)
+            with timed(run.stage_s, "linear probe", run.device):
+                result = split_probe(run.model.encoder, (run.x, run.y), run.test, cfg.probe_split,
+                                     cfg.probe_images, run.device)
+        result = runfiles.save_result(run, result)
     return result
 
 

@@ -228,11 +228,21 @@ def state(run) -> dict:
     if torch.cuda.is_available():
         s["cuda_rng"] = torch.cuda.get_rng_state_all()
     if run.world is not None:
-        s["world"], s["buffer"] = {**run.world.state(), "obs": run.obs}, run.buffer.state()
+        b = run.buffer  # its filled part only, cloned (a slice would save the whole storage)
+        s["buffer"] = {"ptr": b.ptr, "size": b.size, **{k: getattr(b, k)[:b.size].clone() for k in BUFFER}}
+        s["world"] = {**run.world.state(), "obs": run.obs}
     if run.sac is not None:
-        s["sac"], s["rms"] = run.sac.state(), run.rms.state()
-        s["spread_rng"] = run.spread_rng.get_state()
+        s["sac"] = {"nets": run.sac.state_dict(), "steps": run.sac.num_steps,
+                    "opts": [o.state_dict() for o in sac_optimisers(run.sac)]}
+        s["knn_mean"], s["spread_rng"] = (run.knn_mean.mean, run.knn_mean.count), run.spread_rng.get_state()
     return s
+
+
+BUFFER = ("obs", "next_obs", "action", "label")  # the replay buffer's tensors
+
+
+def sac_optimisers(sac) -> tuple:
+    return sac.actor_opt, sac.critic_opt, sac.alpha_opt
 
 
 def load(run, s: dict) -> None:
@@ -246,10 +256,16 @@ def load(run, s: dict) -> None:
     if run.world is not None:
         run.world.load(s["world"])
         run.obs = s["world"]["obs"]
-        run.buffer.load(s["buffer"])
+        b = run.buffer
+        b.ptr, b.size = s["buffer"]["ptr"], s["buffer"]["size"]
+        for k in BUFFER:
+            getattr(b, k)[:b.size] = s["buffer"][k]
     if run.sac is not None:
-        run.sac.load(s["sac"])
-        run.rms.load(s["rms"])
+        run.sac.load_state_dict(s["sac"]["nets"])
+        run.sac.num_steps = s["sac"]["steps"]
+        for opt, o in zip(sac_optimisers(run.sac), s["sac"]["opts"]):
+            opt.load_state_dict(o)
+        run.knn_mean.mean, run.knn_mean.count = s["knn_mean"]
         run.spread_rng.set_state(s["spread_rng"].cpu())
 
 

@@ -68,19 +68,14 @@ class Config:
     #                                                   "euclid": ||z - z_goal|| / sqrt(d)
     env_steps: int = 65536  # env transitions per (encoder, seed) run, warmup included
     num_envs: int = 32  # episodes in lock-step: one batched G and encoder call per step
-    horizon: int = WorldConfig.horizon  # H: steps per episode (the world's value)
-    mix: float = WorldConfig.mix  # w: action weight against the noise (pretraining's value;
-    #                               docstring: enough control)
-    ema: float = WorldConfig.ema  # rho: EMA persistence (pretraining's value)
+    world: WorldConfig = field(default_factory=WorldConfig)  # pretraining's world (docstring):
+    #                      --horizon, --mix, --ema, --action-scale, --ema-kind
     warmup: int = 1024  # env steps of uniform-random actions before SAC acts and learns
-    updates_per_step: float = 0.0625  # SAC updates per env transition (4,096 updates by default)
+    updates_per_step: float = 0.0625  # SAC calls per env transition (4,096 calls by default)
     batch_size: int = 128  # transitions per SAC update
-    hidden: int = 128  # SAC hidden width (agent.SACConfig: 256; chosen on the oracle:
-    #                    docs/transfer.md)
-    gamma: float = 0.5  # SAC discount (agent.SACConfig: 0.99)
-    init_alpha: float = 1e-3  # SAC initial temperature (agent.SACConfig: 0.1)
-    lr_actor: float = 1e-3  # SAC actor Adam lr (agent.SACConfig: 3e-4)
-    lr_critic: float = 3e-3  # SAC critics' Adam lr (agent.SACConfig: 1e-3)
+    sac: SACConfig = field(default_factory=lambda: SAC_SETTINGS, metadata={"prefix": "sac_"})
+    #                      --sac-hidden, --sac-gamma, --sac-alpha, ...: transfer's own settings,
+    #                      chosen on the oracle (docs/transfer.md)
     eval_every: int = 8192  # env steps between learning-curve points
     eval_episodes: int = 64  # fixed evaluation episodes per curve point
     stats_frames: int = 2048  # random frames for the per-feature mean / std
@@ -89,8 +84,20 @@ class Config:
     threads: int = 1  # torch CPU threads (small networks: 1 is as fast, leaves the other core
     #                   free); 0 = default
     out: str = "runs/transfer"  # <label>_s<seed>.json per run, references.json, results.md,
-    #                             curves.png
+    #                             curves.png (not under checkpoints/)
     recompute: bool = False  # ignore cached results
+
+    def rules(self) -> dict:
+        return {"env_steps >= num_envs >= 1": self.env_steps >= self.num_envs >= 1,
+                "warmup >= 0": self.warmup >= 0,
+                "0 <= updates_per_step < inf": 0 <= self.updates_per_step < math.inf,
+                "batch_size >= 1": self.batch_size >= 1, "eval_every >= 1": self.eval_every >= 1,
+                "eval_episodes >= 1": self.eval_episodes >= 1,
+                "stats_frames >= 2": self.stats_frames >= 2,
+                "at least one seed": len(self.seeds) >= 1,
+                "seeds in 0 .. 2**32 - 1": all(0 <= s < 2 ** 32 for s in self.seeds),
+                "0 <= random_init_seed < 2**32": 0 <= self.random_init_seed < 2 ** 32,
+                "at least one encoder": len(self.encoders) >= 1}
 
 
 def distance_weights(G, kind: str = "metric", samples: int = 64, h: float = 0.1,

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from common import atomic_path, check_out, cli, parse_config, pick_device
-from generator import load_generator
+from gan import load_generator
 
 
 @dataclass
@@ -162,13 +162,10 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
     out: str = "runs/world"  # folder for filmstrip.png and rollout.gif (not under checkpoints/)
 
-    def rules(self) -> dict:
-        frames = (self.steps + 1) * self.num_envs + (8 * self.world.horizon + 1) * 64  # kept
-        return {"steps >= 1": self.steps >= 1, "0 <= seed < 2**32": 0 <= self.seed < 2 ** 32,
-                "1 <= num_envs <= 512 (the GIF's envs side by side, < 65,536 px)":
-                    1 <= self.num_envs <= 512,
-                "(steps + 1) x num_envs + (8 x horizon + 1) x 64 <= 2**18 frames kept (3 GiB)":
-                    frames <= 2 ** 18}
+    def rules(self) -> dict:  # a GIF is < 65,536 px wide; the rollouts' frames are kept (< 3 GiB)
+        frames = (self.steps + 1) * self.num_envs + (8 * self.world.horizon + 1) * 64
+        return {"steps >= 1": self.steps >= 1, "1 <= num_envs <= 512": 1 <= self.num_envs <= 512,
+                "(steps + 1) num_envs + (8 horizon + 1) 64 <= 2**18": frames <= 2 ** 18}
 
 
 def persistence(frames, classes, times) -> tuple[float, float]:
