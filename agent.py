@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 # ---- APT: a particle-based entropy estimate in representation space ------------------------------
 class RunningMean:
-    """The running mean of a stream of batches, APT's normaliser of kNN distances (URLB's utils.RMS,
-    whose variance APT never reads). It starts at 0 with a tiny pseudo-count: the first batch sets it."""
+    """The running mean of a stream of batches: APT's normaliser of kNN distances (URLB's RMS, whose
+    variance APT never reads). It starts at 0 with a tiny pseudo-count: the first batch sets it."""
 
     def __init__(self, device="cpu", eps: float = 1e-4):
         self.mean, self.count = torch.zeros((), device=device), eps  # (), pseudo-count
@@ -46,7 +46,7 @@ def knn_distances(features: torch.Tensor, k: int) -> torch.Tensor:
 def apt_reward(features: torch.Tensor, k: int, knn_mean: RunningMean | None = None):
     """APT (Liu & Abbeel 2021) Eq. 6 with URLB's knn_avg: r_i = log(1 + mean_j ||f_i - f_(j)||) over
     the k nearest neighbours f_(j) of f_i in the batch. features (B, D) -> rewards (B,). With
-    knn_mean, each distance is first divided by the running mean of all kNN distances (URLB's PBE)."""
+    knn_mean, each distance is first divided by the running mean of all kNN distances (URLB)."""
     assert features.dim() == 2 and 1 <= k < len(features), "need (B, D) features and 1 <= k < B"
     knn = knn_distances(features, k)  # (B, k)
     if knn_mean is not None:
@@ -63,8 +63,7 @@ def knn_spread(features: torch.Tensor, k: int) -> torch.Tensor:
 # ---- SAC -----------------------------------------------------------------------------------------
 @dataclass
 class SACConfig:
-    """SAC's coefficients, declared once. Defaults are Palm-up's (the paper leaves them open; chosen
-    in docs/exploration.md); transfer.py sets its own."""
+    """SAC's coefficients. Palm-up's defaults, left open by the paper: docs/exploration.md."""
     hidden: int = 256  # width of the two hidden layers (CleanRL sac_continuous_action.py)
     lr_actor: float = 3e-4  # Adam lr of the actor (CleanRL policy_lr)
     lr_critic: float = 1e-3  # Adam lr of both critics (CleanRL q_lr)
@@ -93,7 +92,7 @@ class SACConfig:
                 "updates >= 1": self.updates >= 1}
 
 
-def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:  # two hidden layers (CleanRL)
     return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, n_out))
 

@@ -1,14 +1,14 @@
-"""common.py — the harness every script shares, at the bottom of the house (it imports no file of ours).
+"""common.py — the harness every script shares, at the bottom of the house (imports none of ours).
 
-    cli(main)                      the one way out of every script: one `error:` line, or one line on Ctrl-C
-    parse_config(Config, argv)     a dataclass -> flags (nested configs flattened), each checked once here
-    pick_device("auto")            CUDA when present, else the CPU (where it also tunes malloc)
-    seed_everything(seed)          python, numpy and torch in one call
-    atomic_path(path)              write a temporary file, then rename: never a half-written file
-    load_checkpoint(path, kind)    the one careful loader: torch.load(weights_only=True), kind and keys
-    check_out(path, kind)          an output path the run can write: refused before any work
-    RunLock(folder)                runs/<name>/.lock: one process per run folder
-    Stopwatch                      seconds per stage, without waiting for the GPU on unlogged updates
+    cli(main)                    every script's one way out: one `error:` line, or one on Ctrl-C
+    parse_config(Config, argv)   a dataclass -> flags (nested configs flattened), each checked here
+    pick_device("auto")          CUDA when present, else the CPU (where it also tunes malloc)
+    seed_everything(seed)        python, numpy and torch in one call
+    atomic_path(path)            write a temporary file, then rename: never a half-written file
+    load_checkpoint(path, kind)  the one careful loader: torch.load(weights_only=True), kind, keys
+    check_out(path, kind)        an output path the run can write: refused before any work
+    RunLock(folder)              runs/<name>/.lock: one process per run folder
+    Stopwatch                    seconds per stage, without waiting for the GPU on unlogged updates
 Files import downward only: common -> data -> encoder -> generator -> world -> agent -> evaluate ->
 runfiles -> pretrain -> transfer -> play (biggan.py and ddp.py only when used).
 """
@@ -16,12 +16,17 @@ import argparse, contextlib, ctypes, dataclasses, functools, inspect, io, os, ra
 import tokenize, typing
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: RunLock does not lock
+    fcntl = None
+
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent
 DEVICES = ("auto", "cpu", "cuda")  # --device choices; "auto" = CUDA when present, else CPU
-TUNE_MALLOC = True  # pick_device calls keep_freed_memory on the CPU (benchmarks/speed.py can turn it off)
+TUNE_MALLOC = True  # pick_device calls keep_freed_memory on the CPU (benchmarks/speed.py: off)
 
 
 class ConfigError(ValueError):
@@ -29,15 +34,15 @@ class ConfigError(ValueError):
 
 
 def cli(main):
-    """Wrap a script's main: whatever goes wrong outside the method (a bad flag, a missing or damaged
-    file, a full disk, an allocation that cannot fit, a diverged loss) ends in one `error:` line and
-    exit status 1; Ctrl-C in one line. A main that keeps a run says itself what Ctrl-C kept."""
+    """Wrap a script's main: whatever goes wrong outside the method (a bad flag, a missing or
+    damaged file, a full disk, an allocation that cannot fit, a diverged loss) ends in one `error:`
+    line and exit status 1; Ctrl-C in one line. A main that keeps a run says what Ctrl-C kept."""
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except KeyboardInterrupt:
-            sys.exit("interrupted: every file already written is complete (all writes are atomic)")
+            sys.exit("interrupted: every file already written is complete (writes are atomic)")
         except (ValueError, OSError, FloatingPointError, MemoryError, RuntimeError) as e:
             text = " ".join(str(e).split()) or type(e).__name__
             if isinstance(e, RuntimeError) and not re.search(r"memory|allocat", text, re.I):
@@ -48,44 +53,43 @@ def cli(main):
     return wrapped
 
 
-# ---- device and seeds ----------------------------------------------------------------------------------------------
+# ---- device and seeds ----------------------------------------------------------------------------
 def pick_device(name: str) -> torch.device:
-    """"auto" -> CUDA when present, else CPU. On the CPU it also tunes malloc (keep_freed_memory, below)."""
+    """"auto" -> CUDA when present, else CPU; on the CPU it tunes malloc (keep_freed_memory)."""
     if name not in DEVICES:
         raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is visible to torch (use --device cpu or auto)")
-    device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+        raise ConfigError("--device cuda: torch sees no CUDA GPU (use --device cpu or auto)")
+    device = torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and TUNE_MALLOC:
         keep_freed_memory()
     return device
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed buffers instead of handing them back to the OS: by default every batch's
-    activations above 128 KiB come from fresh pages that the kernel must fault in and zero, which slows the generator
-    down markedly (measured in docs/performance.md). Linux/glibc only: returns whether both
-    settings were accepted (False elsewhere, where it does nothing)."""
+    """Ask glibc's malloc to keep freed buffers: by default every activation above 128 KiB comes
+    from fresh pages the kernel must fault in and zero, which slows the generator down markedly
+    (docs/performance.md). Returns whether both settings took (False, a no-op, off glibc)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    mmap_max = libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: every buffer comes from the heap, none from a fresh mmap
-    trim = libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap instead of returning it
+    mmap_max = libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: every buffer from the heap, none from mmap
+    trim = libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
     return mmap_max == 1 and trim == 1  # mallopt returns 1 on success
 
 
 def seed_everything(seed: int) -> None:
-    """The one seeding block: python, numpy and torch (CPU and every GPU). Worlds take their own seed."""
+    """The one seeding block: python, numpy and torch (CPU and every GPU). Worlds seed their own."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-# ---- configs and command lines -------------------------------------------------------------------------------------
+# ---- configs and command lines -------------------------------------------------------------------
 @functools.lru_cache
 def field_help(cls) -> dict[str, str]:
-    """{field: its trailing comment} from the dataclass's source; comment-only lines below continue it."""
+    """{field: its trailing comment} from the dataclass's source; comment-only lines continue it."""
     lines = inspect.getsource(cls).splitlines()
     names = {f.name for f in dataclasses.fields(cls)}
     helps, last = {}, None
@@ -136,7 +140,7 @@ def parse_config(cls, argv=None):
 
 
 def check_rules(cfg, who: str) -> None:
-    """Raise ConfigError naming the first rule of cfg.rules() (and of its nested configs) that fails."""
+    """Raise ConfigError naming the first failing rule of cfg.rules() or its nested configs'."""
     for f in dataclasses.fields(cfg):
         if dataclasses.is_dataclass(getattr(cfg, f.name)):
             check_rules(getattr(cfg, f.name), who)
@@ -148,7 +152,8 @@ def make_parser(cls) -> argparse.ArgumentParser:
     only their choices; list fields take several values; metadata {"positional": True} makes a
     positional. The field's comment is its help text; --help shows every default and choice."""
     doc = (sys.modules[cls.__module__].__doc__ or "").strip()
-    p = _Parser(description=doc.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(description=doc.split("\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for name, f, owner in config_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw = {"default": default, "help": field_help(owner).get(f.name, " ").replace("%", "%%")}
@@ -168,17 +173,17 @@ def make_parser(cls) -> argparse.ArgumentParser:
 
 
 def require(rules: dict[str, bool], who: str) -> None:
-    """Raise ConfigError naming the first rule that does not hold: {"updates >= 1": cfg.updates >= 1, ...}."""
+    """Raise ConfigError naming the first rule that fails: {"updates >= 1": cfg.updates >= 1}."""
     for rule, ok in rules.items():
         if not ok:
             raise ConfigError(f"{who} needs {rule}")
 
 
-# ---- files ---------------------------------------------------------------------------------------------------------
+# ---- files ---------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_path(path):
-    """with atomic_path(p) as tmp: write tmp. On success tmp replaces p in one rename; on any error p is untouched and
-    tmp is removed. The temporary name carries the PID, so two processes never share one."""
+    """with atomic_path(p) as tmp: write tmp. On success tmp replaces p in one rename; on any error
+    p is untouched and tmp removed. tmp's name carries the PID: two processes never share one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -190,8 +195,8 @@ def atomic_path(path):
 
 
 def save_atomic(obj, path) -> None:
-    """torch.save, atomically. Text (str) is written as UTF-8. A full disk or an unwritable folder raises one OSError
-    naming the file, and the previous file stays as it was."""
+    """torch.save, atomically; text (str) as UTF-8. A full disk or an unwritable folder raises one
+    OSError naming the file, and the previous file stays as it was."""
     try:
         with atomic_path(path) as tmp:
             if isinstance(obj, str):
@@ -204,8 +209,8 @@ def save_atomic(obj, path) -> None:
 
 
 def load_checkpoint(path, kind: str, keys=(), map_location="cpu") -> dict:
-    """The one careful loader: torch.load(weights_only=True) of a dict with kind=`kind` and `keys`, one
-    clear error (ValueError) for a missing, truncated, foreign or hand-damaged file."""
+    """The one careful loader: torch.load(weights_only=True) of a dict with kind=`kind` and `keys`,
+    one clear error (ValueError) for a missing, truncated, foreign or hand-damaged file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{kind} checkpoint {path} not found")
@@ -213,7 +218,8 @@ def load_checkpoint(path, kind: str, keys=(), map_location="cpu") -> dict:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated / not a torch file / unsafe pickle
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"{kind} checkpoint {path} is corrupt or not a torch file: {first}") from None
+        raise ValueError(f"{kind} checkpoint {path} is corrupt or not a torch file: "
+                         f"{first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
         raise ValueError(f"{path} is not a {kind} checkpoint (no kind={kind!r} entry)")
     missing = [k for k in keys if k not in ckpt]
@@ -223,11 +229,12 @@ def load_checkpoint(path, kind: str, keys=(), map_location="cpu") -> dict:
 
 
 def load_weights(module: torch.nn.Module, state_dict, what: str) -> torch.nn.Module:
-    """module.load_state_dict, with one clear error for weights of another shape or NaN / inf ones."""
+    """module.load_state_dict, one clear error for weights of another shape or NaN / inf ones."""
     try:
         module.load_state_dict(state_dict)
     except (RuntimeError, TypeError, AttributeError, KeyError) as e:
-        raise ValueError(f"{what} does not fit its network: {' '.join(str(e).split())[:300]}") from None
+        why = " ".join(str(e).split())[:300]
+        raise ValueError(f"{what} does not fit its network: {why}") from None
     require_finite_weights(module.state_dict(), what)
     return module
 
@@ -237,23 +244,22 @@ MAX_NAME = 100  # characters of a run name (file systems take 255 bytes per path
 
 
 def run_dir(name: str, root: str = "runs") -> Path:
-    """runs/<name> for a single path component of at most MAX_NAME letters, digits, '.', '_' and '-' (not '.' or
-    '..')."""
+    """runs/<name>: one path component of at most MAX_NAME letters, digits, . _ - (not . or ..)."""
     if len(name) > MAX_NAME:
         raise ConfigError(f"--name must be at most {MAX_NAME} characters, got {len(name)}")
     if not RUN_NAME.fullmatch(name) or name in (".", ".."):
-        raise ConfigError(f"--name must be one folder name of letters, digits, '.', '_' or '-' (not '.' or '..'), "
-                          f"got {name!r}")
+        raise ConfigError(f"--name must be one folder name of letters, digits, '.', '_' or '-' "
+                          f"(not '.' or '..'), got {name!r}")
     return Path(root) / name
 
 
 CHECKPOINTS = ROOT / "checkpoints"  # the tracked folder of shipped weights
 
 
-def check_out(path, kind: str = "file", what: str = "--out", allow_checkpoints: bool = False) -> Path:
-    """Refuse, before any work, an output the run could not write: `path` (kind "file" or "dir") exists as the other
-    kind, lies under checkpoints/ (unless allow_checkpoints: the user asked for it), or its nearest existing folder
-    is not a folder or is read-only. Raises ConfigError; returns Path(path)."""
+def check_out(path, kind: str = "file", what: str = "--out", allow_checkpoints=False) -> Path:
+    """Refuse, before any work, an output the run could not write: `path` (kind "file" or "dir")
+    exists as the other kind, lies under checkpoints/ (unless allow_checkpoints: the user asked),
+    or its nearest existing folder is not a folder or is read-only. Raises ConfigError."""
     path = Path(path)
     if kind == "file" and path.is_dir():
         raise ConfigError(f"{what} {path} is a folder, not a file")
@@ -261,95 +267,79 @@ def check_out(path, kind: str = "file", what: str = "--out", allow_checkpoints: 
         raise ConfigError(f"{what} {path} exists and is not a folder")
     resolved = path.resolve()
     if not allow_checkpoints and (resolved == CHECKPOINTS or CHECKPOINTS in resolved.parents):
-        raise ConfigError(f"{what} {path} lies in {CHECKPOINTS}, the tracked folder of shipped weights: write under "
-                          f"runs/ instead")
+        raise ConfigError(f"{what} {path} lies in {CHECKPOINTS}, the tracked folder of shipped "
+                          f"weights: write under runs/ instead")
     folder = path if kind == "dir" else path.parent
-    while not folder.exists() and folder != folder.parent:  # the folder that will hold the new ones
+    while not folder.exists() and folder != folder.parent:  # the folder to hold the new ones
         folder = folder.parent
     if not folder.is_dir():
         raise ConfigError(f"{what} {path} cannot be written: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):  # also False on a read-only file system, even for root
+    if not os.access(folder, os.W_OK | os.X_OK):  # False on a read-only file system, even for root
         raise ConfigError(f"{what} {path} cannot be written: {folder} is read-only")
     return path
 
 
 def require_finite_weights(state_dict: dict, what: str) -> None:
-    """Raise ConfigError naming the first floating-point tensor of state_dict that holds a NaN or an inf."""
+    """Raise ConfigError naming the first floating-point tensor of state_dict with a NaN or inf."""
     for name, t in state_dict.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
             raise ConfigError(f"{what} holds non-finite values (NaN or inf) in {name}")
 
 
 def check_threads(threads: int, who: str) -> None:
-    """--threads: 0 (torch's default) up to 4 x the cores; far more crashes OpenMP (a segfault, no message)."""
+    """--threads: 0 (torch's default) up to 4 x the cores; far more crashes OpenMP (a segfault)."""
     most = 4 * (os.cpu_count() or 1)
     require({f"0 <= threads <= {most} (4 x the {os.cpu_count() or 1} cores; 0 = torch's default)":
              0 <= threads <= most}, who)
 
 
 class RunLock:
-    """runs/<name>/.lock, created with O_EXCL and holding the owner's PID: a second process on the same run folder
-    stops with one line. A lock left by a dead process is taken over (with a note)."""
+    """runs/<name>/.lock, locked with fcntl.flock and holding the owner's PID: a second process on
+    the same run folder stops with one line. The OS releases the lock when its process ends, however
+    it ends, so a crash leaves no stale lock. Without fcntl (Windows) nothing is locked."""
 
     def __init__(self, folder: Path):
-        self.path = Path(folder) / ".lock"
+        self.path, self.file = Path(folder) / ".lock", None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and _alive(owner):
-                    raise ConfigError(f"{self.path.parent} is in use by process {owner} (lock file {self.path})")
-                print(f"note: taking over the stale lock {self.path} (process {owner} is gone)", file=sys.stderr)
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
+        if fcntl is None:
             return self
-        raise ConfigError(f"could not take the lock {self.path}")
-
-    def _owner(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
         try:
-            return int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(self.file.fileno()).st_nlink == 0:  # its owner removed it meanwhile
+                raise BlockingIOError
+        except BlockingIOError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "?"
+            self.file.close()
+            raise ConfigError(f"{self.path.parent} is in use by process {owner} (lock file "
+                              f"{self.path})") from None
+        self.file.truncate(0)
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
 
     def __exit__(self, *exc):
-        if self._owner() == os.getpid():
-            self.path.unlink(missing_ok=True)
+        if self.file is not None:
+            self.path.unlink(missing_ok=True)  # before unlocking: see the st_nlink check
+            self.file.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
 def timed(stages: dict, key: str, device: torch.device | None = None):
-    """Add the wall time of the block to stages[key] (on CUDA, after the queued kernels finished)."""
-    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    yield
-    sync()
-    stages[key] = stages.get(key, 0.0) + time.perf_counter() - t
+    """Add the block's wall time to stages[key] (on CUDA, after the queued kernels finished)."""
+    return Stopwatch(stages, device or torch.device("cpu"), every=1)(key)
 
 
 class Stopwatch:
-    """Seconds per stage of an iteration, added to `seconds`: `with watch("encoder update"):`. On the
-    CPU every block is timed; on CUDA a block is timed (waiting for its kernels) only while `sampling`
-    (the loop sets it on logged updates) and counts `every` times: other updates never wait."""
+    """Seconds per stage of an iteration, added to `seconds`: `with watch("encoder update"):`. On
+    the CPU every block is timed; on CUDA a block is timed (waiting for its kernels) only while
+    `sampling` (the loop sets it on logged updates) and counts `every` times: others never wait."""
 
     def __init__(self, seconds: dict, device: torch.device, every: int):
-        self.seconds, self.cuda, self.every, self.sampling = seconds, device.type == "cuda", every, True
+        self.seconds, self.cuda, self.every = seconds, device.type == "cuda", every
+        self.sampling = True
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -361,12 +351,12 @@ class Stopwatch:
         t = time.perf_counter()
         yield
         sync()
-        weight = self.every if self.cuda else 1
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + weight * (time.perf_counter() - t)
+        seconds = (self.every if self.cuda else 1) * (time.perf_counter() - t)
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
     """'m' for one value, 'm ± s' (sample std, n - 1) for several, after multiplying by scale."""
     v = torch.tensor(values, dtype=torch.float64) * scale
-    m = round(v.mean().item(), digits) + 0.0  # + 0.0: a mean that rounds to zero prints as 0.0, never -0.0
+    m = round(v.mean().item(), digits) + 0.0  # + 0.0: a mean rounding to zero prints 0.0, not -0.0
     return f"{m:.{digits}f}" if len(v) == 1 else f"{m:.{digits}f} ± {v.std():.{digits}f}"

@@ -30,15 +30,17 @@ have seen, is the same.
 Race. `A` (shift+a) replays the episode for the agent: the same start latent and class, the same
 noise draws (the world's state and random stream restored), the same w and rho at each step, as
 many steps as you took. The agent is the run's SAC policy (runs/<name>/agent.pt, deterministic)
-or, without one, uniform-random actions.
+or, without one, uniform-random actions. With --run the world is the run's (the config["world"]
+of its encoder.pt: H, w, rho, s, the EMA's kind), except where a flag sets a value: the agent
+races in the world it was trained in.
 
     python play.py                       # the window: keys w a s d / arrows, space, 0-9, r, A, g
-    python play.py --run runs/palmup_s0  # novelty in that run's encoder, race its agent
+    python play.py --run runs/palmup_s0  # novelty in that run's encoder, race its agent, its world
     python play.py --script wwwwddddssss --out runs/play/demo.gif
                                          # no window: play, race, print both scores
-Writes only the GIF (runs/play/ unless --out names another path).
+Writes only the GIF (runs/play/ unless --out names another path; never under checkpoints/).
 """
-import math, sys
+import dataclasses, math, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -47,8 +49,8 @@ import numpy as np
 import torch
 
 from agent import SAC, SACConfig, knn_distances
-from common import (ConfigError, atomic_path, load_checkpoint, load_weights, parse_config,
-                    pick_device, require)
+from common import (ConfigError, atomic_path, check_out, cli, load_checkpoint, load_weights,
+                    make_parser, parse_config, pick_device, require)
 from evaluate import load_encoder, random_encoder
 from data import to_uint8
 from generator import load_generator
@@ -59,6 +61,10 @@ NO_RESET = 10 ** 9  # the game ends its episodes itself: its world never auto-re
 PUSH = {"d": (0, 1), "right": (0, 1), "a": (0, -1), "left": (0, -1),
         "w": (1, 1), "up": (1, 1), "s": (1, -1), "down": (1, -1)}
 SPACE = (" ", ".")  # '.' stands for space in --script
+KEYS = "wasdrA. 0123456789"  # what --script may hold
+# play.Config field <- WorldConfig field: what a run's world sets unless its flag is given
+RUN_WORLD = {"steps": "horizon", "mix": "mix", "ema": "ema", "action_scale": "action_scale",
+             "ema_kind": "ema_kind"}
 
 
 @dataclass
@@ -66,16 +72,18 @@ class Config:
     generator: str = "checkpoints/embedded_gan.pt"  # the world's generator (a checkpoint of
     #                                                 generator.py)
     run: str = ""  # a pretrain.py run folder runs/<name>: its encoder.pt scores novelty, its
-    #                agent.pt races you; "" = a random-init encoder and a uniform-random opponent
-    steps: int = 16  # steps per episode (the world's horizon H); the race lasts as many steps as
-    #                  you took
+    #                agent.pt races you, its world (config["world"]) sets the five flags below
+    #                that are not given; "" = a random-init encoder, a uniform-random opponent
+    steps: int = WorldConfig.horizon  # steps per episode (the world's horizon H); the race lasts
+    #                                   as many steps as you took
     mix: float = WorldConfig.mix  # w at the start (a slider): weight of the action against the
     #                               noise, in [0, 1]
     ema: float = WorldConfig.ema  # rho at the start (a slider): persistence of the latent,
     #                               in [0, 1)
     action_scale: float = WorldConfig.action_scale  # s: makes uniform actions unit-variance
     #                                                 (world.py)
-    ema_kind: Literal["vp", "plain"] = "vp"  # "vp" (variance-preserving) or "plain" EMA (world.py)
+    ema_kind: Literal["vp", "plain"] = WorldConfig.ema_kind  # "vp" (variance-preserving) or
+    #                                                         "plain" EMA (world.py)
     push: float = 1.0  # size of one push in (0, 1]: the action is push * u / max|u| along a
     #                    steering direction u
     label: int = -1  # class prompt of the first episode; -1 = drawn by the world
@@ -87,13 +95,26 @@ class Config:
     #                always seed 0)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
 
+    def rules(self) -> dict:
+        bad = "".join(sorted(set(self.script) - set(KEYS)))
+        return {"steps >= 1": self.steps >= 1, "0 <= mix <= 1": 0 <= self.mix <= 1,
+                "0 <= ema < 1": 0 <= self.ema < 1,
+                "0 < action_scale < inf": 0 < self.action_scale < math.inf,
+                "0 < push <= 1": 0 < self.push <= 1, "apt_k >= 1": self.apt_k >= 1,
+                "label >= -1 (-1 = drawn)": self.label >= -1,
+                f"a --script of w a s d, '.' or ' ' (no push), r, 0-9 and A (race), not {bad!r}":
+                    not bad,
+                "an --out that names a .gif file":
+                    self.out.lower().endswith(".gif") or not self.out}
+
 
 # ---- the one place each that calls into world.py and agent.py -----------------------------------
 def make_world(G, mix: float, ema: float, cfg: Config, state: dict | None = None) -> LatentWorld:
     """The game's world: one env with w = mix, rho = ema, continuing from a world's `state` when
     given."""
-    world = LatentWorld(G, 1, WorldConfig(NO_RESET, mix, ema, cfg.action_scale, cfg.ema_kind),
-                        seed=cfg.seed)
+    wc = WorldConfig(horizon=NO_RESET, mix=mix, ema=ema, action_scale=cfg.action_scale,
+                     ema_kind=cfg.ema_kind)
+    world = LatentWorld(G, 1, wc, seed=cfg.seed)
     if state is not None:
         world.load(state)
     return world
@@ -361,49 +382,70 @@ class Window:
 
 
 # ---- the command line ----------------------------------------------------------------------------
-def setup(cfg: Config):
+def named_flags(argv=None) -> set[str]:
+    """The Config fields that the command line sets (a run's world fills the others)."""
+    parser = make_parser(Config)
+    parser.set_defaults(**{f.name: None for f in dataclasses.fields(Config)})
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    return {k for k, v in vars(parser.parse_intermixed_args(args)).items() if v is not None}
+
+
+def run_world(cfg: Config, meta: dict, named=frozenset()) -> Config:
+    """cfg with the world of the run whose encoder.pt gave `meta` (pretrain.py's config["world"])
+    for each of steps, mix, ema, action_scale and ema_kind that is not in `named`: the agent
+    races in the world it was trained in."""
+    where = f"the encoder.pt of --run {cfg.run}"
+    try:
+        world = WorldConfig(**meta["config"]["world"])
+        require(world.rules(), where)
+    except (KeyError, TypeError) as e:  # no such entry, a field WorldConfig lacks, a non-number
+        raise ValueError(f"{where} holds no world settings of pretrain.py (config['world']): "
+                         f"{type(e).__name__} {e}") from None
+    return dataclasses.replace(cfg, **{k: getattr(world, w) for k, w in RUN_WORLD.items()
+                                       if k not in named})
+
+
+def setup(cfg: Config, named=frozenset()):
     """Check every input, load G, the encoder and the policy -> (Game, GIF path); raises before
-    writing any file."""
-    require({"steps >= 1": cfg.steps >= 1, "0 <= mix <= 1": 0 <= cfg.mix <= 1,
-             "0 <= ema < 1": 0 <= cfg.ema < 1, "action_scale > 0": cfg.action_scale > 0,
-             "0 < push <= 1": 0 < cfg.push <= 1, "apt_k >= 1": cfg.apt_k >= 1}, "play.py")
-    bad = sorted(set(cfg.script) - set("wasdrA. 0123456789"))
-    if bad:
-        raise ConfigError(f"--script takes w a s d, '.' or ' ' (no push), r, 0-9 and A (race), "
-                          f"got {''.join(bad)!r}")
-    gif = Path(cfg.out or f"runs/play/{'script' if cfg.script else 'session'}.gif")
-    if gif.suffix.lower() != ".gif" or gif.is_dir():
-        raise ConfigError(f"--out must name a .gif file, got {cfg.out!r}")
+    writing any file. With --run, the run's world fills the world's flags not in `named`."""
+    gif = check_out(cfg.out or f"runs/play/{'script' if cfg.script else 'session'}.gif")
     device = pick_device(cfg.device)
     G = load_generator(cfg.generator, device)
     digits = [int(c) for c in cfg.script if c.isdigit()] + [cfg.label]
-    if max(digits) >= G.num_classes or cfg.label < -1:
+    if max(digits) >= G.num_classes:
         raise ConfigError(f"class prompts must lie in 0-{G.num_classes - 1} "
                           "(--label, digits in --script)")
     if cfg.run and not Path(cfg.run).is_dir():
         raise FileNotFoundError(f"--run {cfg.run}: no such run folder "
                                 "(pretrain.py writes runs/<name>/)")
-    encoder = load_encoder(cfg.run, device)[0] if cfg.run else random_encoder().to(device)
+    if cfg.run:
+        encoder, meta = load_encoder(cfg.run, device)
+        cfg = run_world(cfg, meta, named)
+    else:
+        encoder = random_encoder().to(device)
     agent = Path(cfg.run) / "agent.pt" if cfg.run else None
     policy = (load_policy(agent, device, encoder.feature_dim, G.latent_dim)
               if agent and agent.is_file() else None)
     return Game(G, encoder, policy, cfg), gif
 
 
+@cli
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
-    try:
-        game, gif = setup(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        sys.exit("error: " + " ".join(str(e).splitlines()))
+    game, gif = setup(cfg, named_flags(argv))
+    cfg = game.cfg
     if not cfg.script:
         import matplotlib.pyplot as plt
         from matplotlib.backends import BackendFilter, backend_registry
         if (plt.get_backend().lower()
                 not in backend_registry.list_builtin(BackendFilter.INTERACTIVE)):
-            sys.exit(f"error: no window can open here (matplotlib backend {plt.get_backend()!r}): "
-                     f"run on a desktop, or `xvfb-run python play.py` (a virtual one); "
-                     f"--script wwddss --out runs/play/x.gif needs none")
+            raise ConfigError(f"no window can open here (matplotlib backend "
+                              f"{plt.get_backend()!r}): run on a desktop, or `xvfb-run python "
+                              f"play.py` (a virtual one); --script wwddss --out runs/play/x.gif "
+                              f"needs none")
+    if cfg.run:
+        print(f"world: {cfg.steps} steps, w {cfg.mix}, rho {cfg.ema} ({cfg.ema_kind}), "
+              f"s {cfg.action_scale:.3g}; {cfg.run}'s where no flag sets them", file=sys.stderr)
     if game.policy is None:
         print(f"note: {f'no {cfg.run}/agent.pt' if cfg.run else 'no --run'}: "
               f"you race uniform-random actions"

@@ -89,14 +89,15 @@ class Run:
     """What one run holds: the Siamese encoder and its optimiser, and what its method needs."""
 
     def __init__(self, cfg: Config, folder, rank: int = 0, world_size: int = 1):
+        start = time.perf_counter()
         self.cfg, self.dir, self.rank, self.world_size = cfg, folder, rank, world_size
         self.device = pick_device(cfg.device)
-        images = cfg.method in ("simclr", "supervised") or cfg.probe  # real images: train split
-        self.x, self.y, classes = (load_split(cfg.data, "train", cfg.download) if images
-                                   else (None, None, []))
+        real = cfg.method in ("simclr", "supervised") or cfg.probe  # real images: the train split
+        self.x, self.y, classes = (load_split(cfg.data, "train", cfg.download) if real
+                                   else (None, None, None))
         test = cfg.probe and cfg.probe_split == "test"  # "val" never reads the test split
         self.test = load_split(cfg.data, "test", cfg.download) if test else None
-        self.model = Model(cfg.encoder, cfg.width, cfg.proj_dim, max(len(classes), 1),
+        self.model = Model(cfg.encoder, cfg.width, cfg.proj_dim, len(classes or [0]),
                            supervised=cfg.method == "supervised").to(self.device)
         self.net = self.model  # what the encoder step calls: the model, or its DDP wrapper (ddp.py)
         self.opt = torch.optim.Adam(self.model.parameters(), cfg.lr)
@@ -108,7 +109,7 @@ class Run:
                                     cfg.image_size)
         if cfg.method in ("palmup", "random"):
             self.world = LatentWorld(self.G, cfg.num_envs, cfg.world, seed=cfg.seed + rank)
-            frame = (3, cfg.image_size, cfg.image_size)
+            frame = (3, cfg.image_size, cfg.image_size)  # S = cfg.image_size
             self.buffer = ReplayBuffer(cfg.buffer_size, self.G.latent_dim, frame, self.device)
             self.obs = self.world.reset()  # (N, 3, S, S)
         if cfg.method == "palmup":  # --method random acts uniformly: no agent
@@ -116,6 +117,7 @@ class Run:
             self.knn_mean = RunningMean(self.device)  # APT's normaliser of kNN distances
             self.spread_rng = torch.Generator(self.device).manual_seed(cfg.seed)  # spread_vs_random
         runfiles.check_data(self, classes)  # class lists agree; enough images for the probe
+        self.stage_s["load data + generator"] = time.perf_counter() - start
 
 
 # ---- Fig. 1C: one iteration of Palm-up, in the order it runs (module docstring, steps 1-7) -----

@@ -247,7 +247,8 @@ def sac_optimisers(sac) -> tuple:
 
 def load(run, s: dict) -> None:
     run.step, run.metrics, run.wall = s["step"], s["metrics"], s["wall"]
-    run.stage_s.update(s["stage_s"])
+    for stage, seconds in s["stage_s"].items():  # this process's loading time, plus the earlier ones
+        run.stage_s[stage] = run.stage_s.get(stage, 0.0) + seconds
     run.model.load_state_dict(s["model"])
     run.opt.load_state_dict(s["opt"])
     torch.set_rng_state(s["rng"].cpu())  # the CPU generator's state (torch.load moved it)

@@ -46,8 +46,8 @@ from pathlib import Path
 import torch
 
 from agent import SAC, SACConfig
-from common import (atomic_path, check_out, check_threads, mean_std, parse_config, pick_device,
-                    require, save_atomic, seed_everything, timed)
+from common import (atomic_path, check_out, check_rules, check_threads, cli, make_parser,
+                    mean_std, pick_device, save_atomic, seed_everything, timed)
 from evaluate import cached_probe, load_encoder, random_encoder
 from generator import load_generator
 from world import WorldConfig, latent_step
@@ -71,11 +71,19 @@ class Config:
     world: WorldConfig = field(default_factory=WorldConfig)  # pretraining's world (docstring):
     #                      --horizon, --mix, --ema, --action-scale, --ema-kind
     warmup: int = 1024  # env steps of uniform-random actions before SAC acts and learns
-    updates_per_step: float = 0.0625  # SAC calls per env transition (4,096 calls by default)
+    updates_per_step: float = 0.0625  # sac.update calls per env transition (4,096 by default)
     batch_size: int = 128  # transitions per SAC update
-    sac: SACConfig = field(default_factory=lambda: SAC_SETTINGS, metadata={"prefix": "sac_"})
-    #                      --sac-hidden, --sac-gamma, --sac-alpha, ...: transfer's own settings,
-    #                      chosen on the oracle (docs/transfer.md)
+    sac: SACConfig = field(metadata={"prefix": "sac_"}, default_factory=lambda: SACConfig(  # SAC
+        # transfer's own settings, chosen on the oracle (docs/transfer.md); the flags are
+        # --sac-hidden, --sac-gamma, --sac-alpha, ...; the fields not set here are SACConfig's
+        hidden=128,  # width of the hidden layers
+        gamma=0.5,  # discount: gamma 0.9 and 0 did no better on the oracle
+        alpha=1e-3,  # initial temperature: 0.1 with 64 action dimensions keeps pi uniform
+        lr_actor=1e-3,  # Adam lr of the actor
+        lr_critic=3e-3,  # Adam lr of both critics
+        autotune=True,  # learn alpha toward entropy -|A| (SAC-v2), starting at `alpha`
+        reward_norm=False,  # the reward keeps its scale: minus a distance, ~sqrt(2) at random
+        updates=1))  # one SAC step per sac.update call: updates_per_step sets the ratio
     eval_every: int = 8192  # env steps between learning-curve points
     eval_episodes: int = 64  # fixed evaluation episodes per curve point
     stats_frames: int = 2048  # random frames for the per-feature mean / std
@@ -165,9 +173,10 @@ class GoalReaching:
     def greedy_action(self) -> torch.Tensor:
         """Reference controller that knows z and the dynamics: the mean of z_t+1 on the goal,
         clipped -> (N, d)."""
-        wc = self.wc
-        gain = math.sqrt(1 - wc.ema ** 2) * wc.mix * wc.action_scale
-        return ((self.z_goal - wc.ema * self.z) / gain).clamp(-1, 1)
+        zero = torch.zeros_like(self.z)  # (N, d)
+        drift = latent_step(self.z, zero, zero, self.wc)  # (N, d): rho z_t, no action, no noise
+        gain = latent_step(zero, torch.ones_like(zero), zero, self.wc)  # (N, d): a unit action's
+        return ((self.z_goal - drift) / gain).clamp(-1, 1)  # (N, d)
 
     @torch.no_grad()
     def frames(self) -> torch.Tensor:
@@ -235,7 +244,7 @@ class FeatureBuffer:
 
 def evaluate_policy(cfg: Config, G, weights, act, observer: Observer | None = None) -> dict:
     """Mean return and final distance of act(env, s) -> (E, d) on the fixed evaluation episodes."""
-    env = GoalReaching(G, cfg.eval_episodes, WorldConfig.of(cfg), weights, EVAL_SEED)
+    env = GoalReaching(G, cfg.eval_episodes, cfg.world, weights, EVAL_SEED)
     goal, ret = observer.goal(env) if observer else None, 0.0
     while not env.done:
         r = env.step(act(env, observer(env, goal) if observer else None))  # (E,)
@@ -254,12 +263,6 @@ def references(cfg: Config, G, weights) -> dict:
                                                            lambda env, s: env.greedy_action())}
 
 
-def sac_config(cfg: Config) -> SACConfig:
-    """The agent's settings; SACConfig checks their ranges (ConfigError)."""
-    return SACConfig(hidden=cfg.hidden, gamma=cfg.gamma, init_alpha=cfg.init_alpha,
-                     lr_actor=cfg.lr_actor, lr_critic=cfg.lr_critic)
-
-
 def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
     """One SAC run on the task, observing through `encoder` (None = oracle) -> curve, timings."""
     seed_everything(seed)
@@ -267,9 +270,9 @@ def train_agent(cfg: Config, G, weights, encoder, seed: int) -> dict:
     frozen = {k: v.clone() for k, v in encoder.state_dict().items()} if encoder is not None else {}
     with timed(times, "feature statistics"):
         observer = Observer(encoder, G, cfg.stats_frames)
-    sac = SAC(observer.dim, G.latent_dim, sac_config(cfg), device)
+    sac = SAC(observer.dim, G.latent_dim, cfg.sac, device)
     buffer = FeatureBuffer(cfg.env_steps + cfg.num_envs, observer.dim, G.latent_dim, device)
-    env = GoalReaching(G, cfg.num_envs, WorldConfig.of(cfg), weights, seed)
+    env = GoalReaching(G, cfg.num_envs, cfg.world, weights, seed)
     sample_rng = torch.Generator(device=device).manual_seed(seed)
     goal = observer.goal(env)
     state = observer(env, goal)  # (N, S)
@@ -342,7 +345,7 @@ def load_agent_encoder(spec: str, cfg: Config, device):
 
 def table(cfg: Config, rows: dict, refs: dict) -> str:
     lo, hi = (refs[k]["return"] for k in refs)  # uniform-random, greedy
-    lines = [f"Goal reaching ({cfg.distance} distance, H = {cfg.horizon}, "
+    lines = [f"Goal reaching ({cfg.distance} distance, H = {cfg.world.horizon}, "
              f"{cfg.env_steps} env steps per run). "
              f"Return: sum of -distances (0 is best), mean ± std over seeds. "
              f"Gap closed: 0 % = uniform-random, 100 % = greedy\n",
@@ -382,40 +385,38 @@ def plot(rows: dict, refs: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def check(cfg: Config) -> None:
-    """Every flag, before anything is loaded or written."""
-    WorldConfig.of(cfg)  # horizon, mix, ema: the world's own rules
-    require({"env_steps >= num_envs >= 1": cfg.env_steps >= cfg.num_envs >= 1,
-             "warmup >= 0": cfg.warmup >= 0,
-             "0 <= updates_per_step < inf": 0 <= cfg.updates_per_step < math.inf,
-             "batch_size >= 1": cfg.batch_size >= 1, "eval_every >= 1": cfg.eval_every >= 1,
-             "eval_episodes >= 1": cfg.eval_episodes >= 1,
-             "stats_frames >= 2": cfg.stats_frames >= 2, "at least one seed": len(cfg.seeds) >= 1,
-             "seeds in 0 .. 2**32 - 1": all(0 <= s < 2 ** 32 for s in cfg.seeds),
-             "0 <= random_init_seed < 2**32": 0 <= cfg.random_init_seed < 2 ** 32,
-             "at least one encoder": len(cfg.encoders) >= 1}, "transfer")
-    sac_config(cfg)  # hidden, gamma in [0, 1), init_alpha, learning rates: SAC's own rules
-    check_threads(cfg.threads, "transfer")
-    check_out(cfg.out, "dir")
+def parse(argv=None) -> Config:
+    """The flags of Config, every rule of it and of its world and SAC checked (parse_config's
+    work), with each flag's default taken from Config(): its SAC settings are transfer's own,
+    where common.make_parser would show and use agent.SACConfig's class defaults."""
+    parser = make_parser(Config)
+    parser.set_defaults(**{"sac_" + k: v for k, v in dataclasses.asdict(Config().sac).items()})
+    flags = vars(parser.parse_intermixed_args(None if argv is None else [str(a) for a in argv]))
+    nested = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.type)}
+    for name, f in nested.items():  # world: the flags as named; sac: --sac-...
+        prefix = f.metadata.get("prefix", "")
+        flags[name] = f.type(**{g.name: flags.pop(prefix + g.name)
+                                for g in dataclasses.fields(f.type)})
+    cfg = Config(**flags)
+    check_rules(cfg, "transfer.py")
+    return cfg
 
 
+@cli
 def main(argv=None) -> dict:
-    cfg = parse_config(Config, argv)
-    out = Path(cfg.out)
-    try:
-        check(cfg)
-        device = pick_device(cfg.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        G = load_generator(cfg.generator, device)
-        labels = [label_of(s) for s in cfg.encoders]
-        if len(set(labels)) < len(labels):
-            raise ValueError(f"two --encoders get the same label ({labels}): "
-                             "give each run its own folder name")
-        # checked first
-        agents = {lab: load_agent_encoder(s, cfg, device) for lab, s in zip(labels, cfg.encoders)}
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
+    cfg = parse(argv)
+    check_threads(cfg.threads, "transfer.py")
+    out = check_out(cfg.out, "dir")
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    G = load_generator(cfg.generator, device)
+    labels = [label_of(s) for s in cfg.encoders]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"two --encoders get the same label ({labels}): "
+                         "give each run its own folder name")
+    # every encoder loaded (and so checked) before anything is written
+    agents = {lab: load_agent_encoder(s, cfg, device) for lab, s in zip(labels, cfg.encoders)}
     out.mkdir(parents=True, exist_ok=True)
     gen = Path(cfg.generator).resolve()
     # what changes no result

@@ -21,7 +21,6 @@ then draws the blurry "average image" of the class. It is kept as an option to s
 import math, time
 from dataclasses import dataclass, field
 from typing import Literal
-from pathlib import Path
 
 import torch
 
@@ -71,7 +70,7 @@ class LatentWorld:
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # (N,)
         self.steps = 0  # one clock for all envs, kept in Python: reading it needs no device sync
 
-    def noise(self) -> torch.Tensor:
+    def noise(self) -> torch.Tensor:  # (N, d): a fresh random latent per env
         return torch.randn(self.num_envs, self.latent_dim, generator=self.rng, device=self.device)
 
     def peek_noise(self) -> torch.Tensor:
@@ -208,8 +207,8 @@ def main(argv=None) -> None:
     start = time.time()
     frames = rollout(LatentWorld(G, cfg.num_envs, w, cfg.seed), cfg.steps, cfg.seed)[0]
     rate = cfg.steps * cfg.num_envs / (time.time() - start)
-    save_filmstrip(frames, Path(out) / "filmstrip.png")
-    save_gif(frames, Path(out) / "rollout.gif")
+    save_filmstrip(frames, out / "filmstrip.png")
+    save_gif(frames, out / "rollout.gif")
     big_world = LatentWorld(G, 64, w, cfg.seed + 1)  # 64 envs for 8 episodes
     big = rollout(big_world, 8 * w.horizon, cfg.seed + 1)
     consecutive, same_class = persistence(big[0], big[1], big[3])

@@ -1,20 +1,24 @@
 """Exercise 6 — experiment: what matters more, exploration or persistence? (paper Fig. 1B and 1C)
 
 Palm-up has two ingredients on top of "contrastive learning on generated images":
-  * exploration (Fig. 1C): an APT agent steers the latent towards frames that are new to the encoder.
-    Ablation: `--method random` — the same world, uniform-random actions;
-  * persistence (Fig. 1B): the EMA keeps consecutive latents close, so (o_t, o_t+1) show the same "object"
-    slightly moved. Ablation: `--ema 0` — z_t+1 = m_t, the previous latent is forgotten (the class prompt y is
-    still held for the episode: a positive pair shares its class and whatever the two actions share, nothing else).
+  * exploration (Fig. 1C): an APT agent steers the latent towards frames that are new to the
+    encoder. Ablation: `--method random` — the same world, uniform-random actions;
+  * persistence (Fig. 1B): the EMA keeps consecutive latents close, so (o_t, o_t+1) show the same
+    "object" slightly moved. Ablation: `--ema 0` — z_t+1 = m_t, the previous latent is forgotten
+    (the class prompt y is still held for the episode: a positive pair shares its class and
+    whatever the two actions share, nothing else).
 
-1. BEFORE running anything, write your prediction below: which ablation hurts the linear probe more, and why
-   (one or two sentences). Think about what a positive pair contains in each case.
-2. Run `python exercises/ex6_ablation.py` (~2 min on one CPU thread): three pretrainings with the same tiny
-   budget — Palm-up, no exploration, no persistence — each followed by a linear probe (5,000 / 1,000 images).
-3. Run `python exercises/check.py 6`: it checks your prediction is written and the three runs share one budget,
-   and prints the table. With this budget, differences of a few points are noise (the difference of two probes
-   on 1,000 test images has a standard error of ~2 points; the check prints it). The README's default run uses
-   600 updates (~10 min); a second --seed tells you more than a longer run.
+1. BEFORE running anything, write your prediction below: which ablation hurts the linear probe
+   more, and why (one or two sentences). Think about what a positive pair contains in each case.
+2. Run `python exercises/ex6_ablation.py` (~2 min on one CPU thread): three pretrainings with the
+   same tiny budget — Palm-up, no exploration, no persistence — each followed by a linear probe
+   (5,000 / 1,000 images). They go to runs/exercise6_{palmup,random,ema0}; every command trains a
+   fresh set, so a second command writes runs/exercise6_*-2, a third -3, and so on.
+3. Run `python exercises/check.py 6`: it checks your prediction is written and the newest set of
+   three runs shares one budget, and prints the table. With this budget, differences of a few
+   points are noise (the difference of two probes on 1,000 test images has a standard error of ~2
+   points; the check prints it). The README's default run uses 600 updates (~10 min); a second
+   --seed tells you more than a longer run.
 """
 import os, sys
 from pathlib import Path
@@ -22,24 +26,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PREDICTION = ""  # "random" (losing exploration hurts more) or "ema0" (losing persistence hurts more)
+PREDICTION = ""  # "random" (losing exploration hurts more) or "ema0" (losing persistence)
 REASON = ""  # why? one or two sentences
 
-BUDGET = ["--updates", "60", "--batch-size", "64", "--num-envs", "16", "--probe-images", "5000", "--seed", "0"]
-RUNS = {"exercise6_palmup": [], "exercise6_random": ["--method", "random"], "exercise6_ema0": ["--ema", "0"]}
+BUDGET = ["--updates", "60", "--batch-size", "64", "--num-envs", "16", "--probe-images", "5000",
+          "--seed", "0"]
+RUNS = {"exercise6_palmup": [], "exercise6_random": ["--method", "random"],
+        "exercise6_ema0": ["--ema", "0"]}
+
+
+def fresh_suffix(runs=Path("runs")) -> str:
+    """"" for the first set of three runs, then "-2", "-3", ...: the first suffix that no run folder
+    of the set has yet (pretrain.py refuses a --name that exists)."""
+    n = 1
+    while any((runs / f"{name}{'' if n == 1 else f'-{n}'}").exists() for name in RUNS):
+        n += 1
+    return "" if n == 1 else f"-{n}"
 
 
 def main() -> None:
     if PREDICTION.strip().lower() not in ("random", "ema0") or not REASON.strip():
-        sys.exit("write PREDICTION ('random' or 'ema0') and REASON at the top of exercises/ex6_ablation.py first")
+        sys.exit("write PREDICTION ('random' or 'ema0') and REASON at the top of "
+                 "exercises/ex6_ablation.py first")
     import torch
     torch.set_num_threads(1)
     os.chdir(ROOT)
     import pretrain
     generator = ["--generator", str(ROOT / "checkpoints" / "embedded_gan.pt")]
+    suffix = fresh_suffix()
     for name, extra in RUNS.items():
-        pretrain.main([*BUDGET, *generator, *extra, "--name", name, "--overwrite"])
-    print("now run python exercises/check.py 6")
+        pretrain.main([*BUDGET, *generator, *extra, "--name", f"{name}{suffix}"])
+    print(f"wrote runs/exercise6_*{suffix}; now run python exercises/check.py 6")
 
 
 if __name__ == "__main__":
