@@ -113,14 +113,17 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(f"error: {message} (see --help)")
 
 
-def config_fields(cls, prefix: str = ""):
-    """(flag name, field, its class) of every field; a nested config's fields are flattened, their
-    names prefixed by the field's metadata "prefix" (SAC's: --sac-gamma; the world's: --mix)."""
+def config_fields(cls, prefix: str = "", defaults=None):
+    """(flag name, field, its class, its default) of every field; a nested config's fields are
+    flattened, prefixed by the field's metadata "prefix" (SAC's: --sac-gamma; the world's: --mix),
+    with the defaults of the parent's default instance (a script may set its own SAC defaults)."""
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
         if dataclasses.is_dataclass(f.type):
-            yield from config_fields(f.type, prefix + f.metadata.get("prefix", ""))
+            yield from config_fields(f.type, prefix + f.metadata.get("prefix", ""), value)
         else:
-            yield prefix + f.name, f, cls
+            yield prefix + f.name, f, cls, value
 
 
 def parse_config(cls, argv=None):
@@ -154,8 +157,7 @@ def make_parser(cls) -> argparse.ArgumentParser:
     doc = (sys.modules[cls.__module__].__doc__ or "").strip()
     p = _Parser(description=doc.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for name, f, owner in config_fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    for name, f, owner, default in config_fields(cls):
         kw = {"default": default, "help": field_help(owner).get(f.name, " ").replace("%", "%%")}
         if typing.get_origin(f.type) is typing.Literal:
             kw.update(choices=typing.get_args(f.type), type=type(typing.get_args(f.type)[0]))
@@ -221,7 +223,7 @@ def load_checkpoint(path, kind: str, keys=(), map_location="cpu") -> dict:
         raise ValueError(f"{kind} checkpoint {path} is corrupt or not a torch file: "
                          f"{first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
-        raise ValueError(f"{path} is not a {kind} checkpoint (no kind={kind!r} entry)")
+        raise ValueError(f"{path} is not the {kind} checkpoint it should be (no kind={kind!r})")
     missing = [k for k in keys if k not in ckpt]
     if missing or not isinstance(ckpt.get("config", {}), dict):
         raise ValueError(f"{kind} checkpoint {path} lacks {', '.join(missing) or 'a config dict'}")

@@ -1,4 +1,4 @@
-"""gan.py — Fig. 1A's generator G, the world's decoder, and its checkpoint file (generator.py trains it).
+"""gan.py — Fig. 1A's generator G, the world's decoder, and its checkpoint (generator.py trains it).
 
 The paper does not fix the GAN (it used a conditional StyleGAN); this G is small enough to train on
 a CPU: a DCGAN-style generator (Radford et al. 2016) with class-conditional BatchNorm. The world
@@ -15,8 +15,7 @@ from common import load_checkpoint, load_weights, save_atomic
 
 
 class ConditionalBatchNorm(nn.BatchNorm2d):
-    """BatchNorm whose gain and bias are picked by the class (de Vries et al. 2017;
-    Miyato & Koyama 2018)."""
+    """BatchNorm with a gain and bias per class (de Vries et al. 2017; Miyato & Koyama 2018)."""
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__(channels, affine=False)
@@ -35,15 +34,13 @@ class ConditionalBatchNorm(nn.BatchNorm2d):
 class Generator(nn.Module):
     """G(z, y): z (B, latent_dim) ~ N(0, I), y (B,) long -> images (B, 3, 32, 32) in [-1, 1].
 
-    DCGAN (Radford et al. 2016) with class-conditional BatchNorm: z sets the content,
-    y the BN gains."""
+    DCGAN (Radford et al. 2016) with class-conditional BatchNorm: z sets content, y the BN gains."""
 
     def __init__(self, latent_dim: int = 64, num_classes: int = 10, width: int = 32):
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.image_size, self.width = 32, width
-        # class names: set from the data by train / load_generator
-        self.classes = [str(c) for c in range(num_classes)]
+        self.classes = [str(c) for c in range(num_classes)]  # names: set by train / load_generator
         self.fc = nn.Linear(latent_dim, 4 * 4 * 4 * width)
         chans = [4 * width, 2 * width, width, width]
         self.norms = nn.ModuleList(ConditionalBatchNorm(c, num_classes) for c in chans)
@@ -52,8 +49,7 @@ class Generator(nn.Module):
         self.out = nn.Conv2d(width, 3, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # In-place ReLU (and the fused cBN above): fewer buffers, faster decoding on the CPU
-        # (docs/performance.md)
+        # In-place ReLU (and the fused cBN): fewer buffers, faster on the CPU (docs/performance.md)
         h = self.fc(z).view(-1, 4 * self.width, 4, 4)  # (B, 4 * width, 4, 4)
         for norm, up in zip(self.norms, self.ups):
             h = up(F.relu(norm(h, y), inplace=True))  # 4 -> 8 -> 16 -> 32: (B, C, 2H, 2W)
@@ -78,7 +74,7 @@ def load_generator(path, device="cpu", classes: str = "", truncation: float = 1.
     if not Path(path).is_file():
         raise FileNotFoundError(f"generator checkpoint {path} not found "
                                 f"(train one with `python generator.py`)")
-    sizes = {"latent_dim": 4096, "num_classes": 100_000, "width": 1024}  # most a checkpoint may claim
+    sizes = {"latent_dim": 4096, "num_classes": 100_000, "width": 1024}  # the most a file may claim
     ckpt = load_checkpoint(path, "generator", (*sizes, "classes", "config", "state_dict"))
     bad = [k for k, most in sizes.items() if type(ckpt[k]) is not int or not 1 <= ckpt[k] <= most]
     if bad or not isinstance(ckpt["classes"], list) or len(ckpt["classes"]) != ckpt["num_classes"]:

@@ -1,7 +1,7 @@
 """probe.py — judging an encoder: frozen-feature probes on real labelled images.
 
-Every encoder is frozen; its features on the real train split fit the probes, which are scored on the
-real test split (or, to choose settings, on a fixed tenth of the train split):
+Every encoder is frozen; its features on the real train split fit the probes, which are scored on
+the real test split (or, to choose settings, on a fixed tenth of the train split):
   * linear: multinomial logistic regression on standardised features, trained to convergence with
     full-batch L-BFGS; the weight decay is picked on a validation split carved from the training
     set, then the probe is refit on the whole training set (SimCLR's / Kornblith et al. 2019's
@@ -36,20 +36,16 @@ def extract_features(encoder, x_uint8, device="cpu", batch_size=256) -> torch.Te
         chunks = [encoder(to_float(x_uint8[i:i + batch_size].to(device))).float().cpu()
                   for i in range(0, len(x_uint8), batch_size)]
     encoder.train(was_training)  # pretrain.py may probe mid-training
-    # a normal tensor (cat outside inference mode): safe to use with autograd
-    return torch.cat(chunks)  # (N, D)
+    return torch.cat(chunks)  # (N, D), a normal tensor (cat outside inference mode): autograd-safe
 
 
 # ---- The probes ----------------------------------------------------------------------------------
 def _fit_logreg(f, y, num_classes, weight_decay, init=None, max_iter=300):
     """min_W,b  mean CE(W f + b, y) + wd/2 ||W||^2  by full-batch L-BFGS (deterministic)
-    -> (W (C, D), b (C,)).
-
-    Loss and gradient are written out by hand in a (C, N) layout: several times faster on a CPU
-    than autograd."""
+    -> (W (C, D), b (C,)). Loss and gradient are written out by hand in a (C, N) layout: several
+    times faster on a CPU than autograd."""
     fT, n = f.T.contiguous(), len(y)  # (D, N)
-    # (N,) index of (y_i, i) in a flattened (C, N) matrix
-    flat_y = y * n + torch.arange(n, device=f.device)
+    flat_y = y * n + torch.arange(n, device=f.device)  # (N,) index of (y_i, i) in a flat (C, N)
     W, b = ((torch.zeros(num_classes, f.shape[1], device=f.device),
              torch.zeros(num_classes, device=f.device))
             if init is None else (init[0].clone(), init[1].clone()))
@@ -75,12 +71,10 @@ def _accuracy(f, y, Wb) -> float:
 
 def linear_probe_features(f_train, y_train, f_test, y_test, weight_decays=WEIGHT_DECAYS,
                           val_frac=0.1, max_iter=300, seed=0, device="cpu") -> dict:
-    """Linear probe on fixed features -> dict(test_acc, val_acc, weight_decay).
-    Test labels are used only to score.
-
-    Standardise with train statistics; for each weight decay (strongest first, warm-started) fit on
-    90 % of the training set and score the held-out 10 %; refit on the whole training set with the
-    best decay; score test."""
+    """Linear probe on fixed features -> dict(test_acc, val_acc, weight_decay); test labels are
+    used only to score. Standardise with train statistics; for each weight decay (strongest first,
+    warm-started) fit on 90 % of the training set and score the held-out 10 %; refit on the whole
+    training set with the best decay; score test."""
     f_train, y_train = f_train.to(device, torch.float32), y_train.to(device)
     mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)  # (D,) from the training set only
     f_train, f_test = (f_train - mean) / std, (f_test.to(device, torch.float32) - mean) / std
@@ -102,8 +96,7 @@ def linear_probe_features(f_train, y_train, f_test, y_test, weight_decays=WEIGHT
 
 
 def linear_probe(encoder, train_set, test_set, device="cpu", batch_size=256, **kw) -> float:
-    """Test top-1 accuracy of a linear probe on the frozen encoder;
-    sets are (uint8 images, labels) pairs."""
+    """Top-1 test accuracy of a linear probe on the frozen encoder; sets: (uint8 images, labels)."""
     f_train, f_test = (extract_features(encoder, x, device, batch_size)
                        for x in (train_set[0], test_set[0]))
     return linear_probe_features(f_train, train_set[1], f_test, test_set[1], device=device,
@@ -111,8 +104,7 @@ def linear_probe(encoder, train_set, test_set, device="cpu", batch_size=256, **k
 
 
 def val_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The validation rule for n training images: a fixed random 10 %, the same in every run
-    -> (fit, val) indices."""
+    """n images' validation split: a fixed random 10 %, the same in every run -> (fit, val)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     return perm[n // 10:], perm[:n // 10]
 
@@ -136,14 +128,12 @@ def split_probe(encoder, train, test, split: str = "test", n: int = 0, device="c
 
 def knn_probe(f_train, y_train, f_test, y_test, k=20, temperature=0.07, device="cpu",
               chunk_elems=2 ** 24) -> float:
-    """Weighted kNN top-1 accuracy (Wu et al. 2018 (InstDisc) / solo-learn, k=20, T=0.07):
-    cosine similarity, each of the k nearest training points votes for its label with weight
-    exp(sim / T)."""
+    """Weighted kNN top-1 accuracy (Wu et al. 2018 (InstDisc) / solo-learn, k=20, T=0.07): cosine
+    similarity; each of the k nearest training points votes for its label, weight exp(sim / T)."""
     f_train = F.normalize(f_train.to(device, torch.float32), dim=1)  # (N, D)
     y_train, y_test = y_train.to(device), y_test.to(device)
     num_classes, k = int(max(y_train.max(), y_test.max())) + 1, min(k, len(y_train))
-    # chunk bounds the (chunk, N) similarity matrix
-    chunk, correct = max(1, chunk_elems // len(f_train)), 0
+    chunk, correct = max(1, chunk_elems // len(f_train)), 0  # bounds the (chunk, N) similarities
     for i in range(0, len(f_test), chunk):
         q = F.normalize(f_test[i:i + chunk].to(device, torch.float32), dim=1)  # (b, D)
         sim, idx = (q @ f_train.T).topk(k, dim=1)  # (b, k)

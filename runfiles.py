@@ -1,23 +1,23 @@
-"""runfiles.py — the harness around pretrain.py's loop: what a run keeps in runs/<name>/, and the guards.
+"""runfiles.py — the harness around pretrain.py's loop: what a run keeps in runs/<name>/, guards.
 
 None of this is the method: pretrain.py reads top to bottom without it. A run folder holds
-    ckpt.pt            the resumable checkpoint: weights, optimisers, RNG states, world, replay buffer,
-                       SAC and its reward normaliser (removed when the run finishes)
-    encoder.pt         the encoder alone, with its config (evaluate.py and transfer.py load it)
-    encoder_<u>.pt     the same at update u (--snapshots)
-    agent.pt           Palm-up's SAC actor with its config (play.py races it)
+    ckpt.pt         the resumable checkpoint: weights, optimisers, RNG states, world, replay buffer,
+                    SAC and its reward normaliser (removed when the run finishes)
+    encoder.pt      the encoder alone, with its config (evaluate.py and transfer.py load it)
+    encoder_<u>.pt  the same at update u (--snapshots)
+    agent.pt        Palm-up's SAC actor with its config (play.py races it)
     filmstrip_*.png, metrics.csv, curves.png, result.json
-Every command trains anew in a folder of its own; `--resume runs/<name>` continues an interrupted run
-to the same weights as an uninterrupted one, and refuses a finished run or another experiment.
+Every command trains anew in a folder of its own; `--resume runs/<name>` continues an interrupted
+run to the same weights as an uninterrupted one, and refuses a finished run or another experiment.
 Under torchrun (docs/scale.md) ddp.py joins in; a single process never imports it.
 """
-import contextlib, csv, dataclasses, hashlib, json, math, os, shlex, sys, time
+import contextlib, csv, dataclasses, hashlib, itertools, json, math, os, shlex, sys, time
 from pathlib import Path
 
 import torch
 
-from common import (ConfigError, RunLock, load_checkpoint, pick_device, require_finite_weights,
-                    run_dir, save_atomic)
+from common import (ConfigError, RunLock, atomic_path, load_checkpoint, pick_device,
+                    require_finite_weights, run_dir, save_atomic, timed)
 from data import check_classes
 
 # What --resume may change; every other field must match the checkpoint's.
@@ -34,7 +34,8 @@ def rules(cfg) -> dict:
     return {
         "updates >= 1": cfg.updates >= 1, "2 <= batch_size <= 65536": 2 <= cfg.batch_size <= 65536,
         "1e-3 <= temperature <= 10": 1e-3 <= cfg.temperature <= 10, "0 < lr <= 1": 0 < cfg.lr <= 1,
-        "1 <= width <= 1024": 1 <= cfg.width <= 1024, "1 <= proj_dim <= 65536": 1 <= cfg.proj_dim <= 65536,
+        "1 <= width <= 1024": 1 <= cfg.width <= 1024,
+        "1 <= proj_dim <= 65536": 1 <= cfg.proj_dim <= 65536,
         "1 <= num_envs <= 65536": 1 <= cfg.num_envs <= 65536,
         "1 <= apt_k < batch_size": 1 <= cfg.apt_k < cfg.batch_size,
         "num_envs <= buffer_size": cfg.num_envs <= cfg.buffer_size,
@@ -43,9 +44,12 @@ def rules(cfg) -> dict:
         "0 <= genrep_sigma < inf": 0 <= cfg.genrep_sigma < math.inf,
         "checkpoint_every >= 1": cfg.checkpoint_every >= 1,
         "probe_images == 0 or >= 10": cfg.probe_images == 0 or cfg.probe_images >= 10,
-        "snapshots in 1..updates": all(1 <= u <= cfg.updates for u in parse_snapshots(cfg.snapshots)),
-        "0 < max_weight < inf": 0 < cfg.max_weight < math.inf, "chance_patience >= 1": cfg.chance_patience >= 1,
-        "0 < truncation <= 1": 0 < cfg.truncation <= 1, "8 <= image_size <= 512": 8 <= cfg.image_size <= 512,
+        "snapshots in 1..updates":
+            all(1 <= u <= cfg.updates for u in parse_snapshots(cfg.snapshots)),
+        "0 < max_weight < inf": 0 < cfg.max_weight < math.inf,
+        "chance_patience >= 1": cfg.chance_patience >= 1,
+        "0 < truncation <= 1": 0 < cfg.truncation <= 1,
+        "8 <= image_size <= 512": 8 <= cfg.image_size <= 512,
         "--classes, --truncation, --image-size only with a biggan-deep generator":
             biggan or (not cfg.classes and cfg.truncation == 1 and cfg.image_size == 32)}
 
@@ -54,7 +58,8 @@ def parse_snapshots(spec: str) -> set[int]:
     try:
         return {int(s) for s in spec.split(",") if s.strip()}
     except ValueError:
-        raise ConfigError(f"--snapshots takes comma-separated update counts, got {spec!r}") from None
+        raise ConfigError(f"--snapshots takes comma-separated update counts, "
+                          f"got {spec!r}") from None
 
 
 def distributed(device: str) -> tuple[int, int]:
@@ -66,29 +71,29 @@ def distributed(device: str) -> tuple[int, int]:
 
 
 def choose_folder(cfg, rank: int = 0) -> Path:
-    """The run's folder, printed first: --resume's, --name's (refused if it exists), or the first free
-    one of runs/<method>_s<seed>, -2, -3, ... Nothing is created yet."""
+    """The run's folder, printed first: --resume's, --name's (refused if it exists), or the first
+    free one of runs/<method>_s<seed>, -2, -3, ... Nothing is created yet."""
     if cfg.resume:
         folder = Path(cfg.resume)
         if not (folder / "ckpt.pt").is_file():
-            finished = (folder / "result.json").is_file()
-            raise ConfigError(f"{folder} is a finished run: start a new one without --resume" if finished
+            raise ConfigError(f"{folder} is a finished run: start a new one without --resume"
+                              if (folder / "result.json").is_file()
                               else f"{folder} holds no checkpoint to resume (ckpt.pt)")
     elif cfg.name:
         folder = run_dir(cfg.name)
         if folder.exists():
-            raise ConfigError(f"{folder} exists: pass --resume {folder} to continue it, or another --name")
+            raise ConfigError(f"{folder} exists: pass --resume {folder} to continue it, or another "
+                              f"--name")
     else:
-        base, n = run_dir(f"{cfg.method}_s{cfg.seed}"), 1
-        folder = base
-        while folder.exists():
-            n += 1
-            folder = base.with_name(f"{base.name}-{n}")
+        base = run_dir(f"{cfg.method}_s{cfg.seed}")
+        more = (base.with_name(f"{base.name}-{n}") for n in itertools.count(2))
+        folder = next(f for f in itertools.chain([base], more) if not f.exists())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import ddp
         folder = ddp.same_folder(folder)  # rank 0's choice on every rank
     if rank == 0:
-        print(f"run {folder} | method {cfg.method} | seed {cfg.seed} | device {pick_device(cfg.device)}")
+        print(f"run {folder} | method {cfg.method} | seed {cfg.seed} | "
+              f"device {pick_device(cfg.device)}")
     return folder
 
 
@@ -98,9 +103,11 @@ def check_data(run, classes: list) -> None:
     if run.test is not None:
         check_classes(classes, run.test[2], f"{cfg.data} train/", f"{cfg.data} test/")
     if run.G is not None and classes and not cfg.generator.startswith("biggan"):
-        check_classes(run.G.classes, classes, f"the generator {cfg.generator}", f"--data {cfg.data}")
+        check_classes(run.G.classes, classes, f"the generator {cfg.generator}",
+                      f"--data {cfg.data}")
     if cfg.probe and len(run.x) < 10:
-        raise ValueError(f"the probe needs at least 10 training images, {cfg.data} has {len(run.x)}")
+        raise ValueError(f"the probe needs at least 10 training images, {cfg.data} has "
+                         f"{len(run.x)}")
 
 
 @contextlib.contextmanager
@@ -111,7 +118,8 @@ def open_run(run, argv):
         try:
             run.dir.mkdir(parents=True)
         except FileExistsError:
-            raise ConfigError(f"{run.dir} was created meanwhile by another command; run again") from None
+            raise ConfigError(f"{run.dir} was created meanwhile by another command; "
+                              f"run again") from None
     with RunLock(run.dir) if run.rank == 0 else contextlib.nullcontext():
         run.generator_id = generator_id(run.cfg.generator) if run.G is not None else ""
         if run.cfg.resume:
@@ -134,13 +142,8 @@ def interrupted(run, argv) -> str:
         return (f"interrupted at update {run.step}, before the first checkpoint (every "
                 f"{run.cfg.checkpoint_every} updates): nothing to resume in {run.dir}")
     args = list(sys.argv[1:] if argv is None else map(str, argv))
-    for i, a in enumerate(args):  # drop an earlier --resume
-        if a == "--resume":
-            del args[i:i + 2]
-            break
-        if a.startswith("--resume="):
-            del args[i]
-            break
+    i = next((i for i, a in enumerate(args) if a.split("=")[0] == "--resume"), len(args))
+    del args[i:i + (2 if args[i:i + 1] == ["--resume"] else 1)]  # an earlier --resume (+ folder)
     done = torch.load(ckpt, weights_only=True, map_location="cpu")["step"]
     launcher = "python pretrain.py" if run.world_size == 1 else \
         f"torchrun --nproc_per_node {run.world_size} pretrain.py"
@@ -149,18 +152,15 @@ def interrupted(run, argv) -> str:
 
 
 def generator_id(path) -> str:
-    """The world's generator as a checkpoint remembers it: its file's content hash (or BigGAN's name)."""
+    """The world's generator as a checkpoint remembers it: its file's content hash, or its name."""
     path = Path(path)
     if not path.is_file():
         return str(path)
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()[:16]
+        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()[:16]
 
 
-# ---- the loop's edges: logging, the divergence guard, checkpoints --------------------------------------
+# ---- the loop's edges: logging, the divergence guard, checkpoints --------------------------------
 def log_update(run, log: dict, bar) -> None:
     """A logged update: every metric and the largest encoder weight in ONE read from the device,
     then the divergence guard."""
@@ -172,9 +172,10 @@ def log_update(run, log: dict, bar) -> None:
         values = ddp.mean_over_ranks(values)  # every rank logs and checks the same numbers
     log = dict(zip(log, values[:-1]), update=run.step, time_s=round(wall(run), 2))
     run.metrics.append(log)
-    img_s = 2 * run.cfg.batch_size * (bar.n - bar.initial) / max(time.time() - bar.start_t, 1e-9)
-    bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
-                    alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{img_s:.0f}")
+    if run.rank == 0:  # other ranks draw no progress bar
+        img_s = 2 * run.cfg.batch_size * (bar.n - bar.initial) / max(time.time() - bar.start_t, 1e-9)
+        bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
+                        alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{img_s:.0f}")
     check_divergence(run, log, values[-1])
 
 
@@ -189,13 +190,15 @@ def check_divergence(run, log: dict, biggest_weight: float) -> None:
         raise FloatingPointError(f"{bad[0]} is {log[bad[0]]} at update {run.step}; lower --lr")
     if not biggest_weight <= cfg.max_weight:
         raise FloatingPointError(f"diverged at update {run.step}: an encoder weight reached "
-                                 f"{biggest_weight:.3g} (> --max-weight {cfg.max_weight:g}); lower --lr")
+                                 f"{biggest_weight:.3g} (> --max-weight {cfg.max_weight:g}); "
+                                 f"lower --lr")
     classes = run.model.classifier.out_features if cfg.method == "supervised" else cfg.batch_size
     chance = math.log(classes)
     recent = [m["loss"] for m in run.metrics[-cfg.chance_patience:] if m["update"] > 100]
     if len(recent) == cfg.chance_patience and all(abs(v - chance) < 1e-3 * chance for v in recent):
-        raise FloatingPointError(f"diverged: the loss has stayed at its chance value {chance:.4f} for "
-                                 f"{10 * cfg.chance_patience} updates (at update {run.step}); lower --lr")
+        raise FloatingPointError(f"diverged: the loss has stayed at its chance value {chance:.4f} "
+                                 f"for {10 * cfg.chance_patience} updates (at update {run.step}); "
+                                 f"lower --lr")
 
 
 def end_distributed(run) -> None:
@@ -214,40 +217,38 @@ def keep_progress(run) -> None:
         save_encoder(run, run.dir / f"encoder_{run.step}.pt")
     if run.step % run.cfg.checkpoint_every == 0 and run.step < run.cfg.updates:
         start = time.time()
-        save_checkpoint(run)
+        with timed(run.stage_s, "filmstrips, checkpoints, plots"):
+            save_checkpoint(run)
         run.started += time.time() - start  # saving is not training time
-        run.stage_s["filmstrips, checkpoints, plots"] = \
-            run.stage_s.get("filmstrips, checkpoints, plots", 0.0) + time.time() - start
 
 
 def state(run) -> dict:
     s = {"kind": "resumable", "config": dataclasses.asdict(run.cfg), "step": run.step,
-         "metrics": run.metrics,
-         "wall": wall(run), "stage_s": run.stage_s, "model": run.model.state_dict(),
-         "opt": run.opt.state_dict(), "rng": torch.get_rng_state(), "generator_id": run.generator_id}
+         "metrics": run.metrics, "wall": wall(run), "stage_s": run.stage_s,
+         "model": run.model.state_dict(), "opt": run.opt.state_dict(), "rng": torch.get_rng_state(),
+         "generator_id": run.generator_id}
     if torch.cuda.is_available():
         s["cuda_rng"] = torch.cuda.get_rng_state_all()
     if run.world is not None:
         b = run.buffer  # its filled part only, cloned (a slice would save the whole storage)
-        s["buffer"] = {"ptr": b.ptr, "size": b.size, **{k: getattr(b, k)[:b.size].clone() for k in BUFFER}}
+        s["buffer"] = {"ptr": b.ptr, "size": b.size,
+                       **{k: getattr(b, k)[:b.size].clone() for k in BUFFER}}
         s["world"] = {**run.world.state(), "obs": run.obs}
     if run.sac is not None:
         s["sac"] = {"nets": run.sac.state_dict(), "steps": run.sac.num_steps,
-                    "opts": [o.state_dict() for o in sac_optimisers(run.sac)]}
-        s["knn_mean"], s["spread_rng"] = (run.knn_mean.mean, run.knn_mean.count), run.spread_rng.get_state()
+                    "opts": [getattr(run.sac, k).state_dict() for k in SAC_OPTIMISERS]}
+        s["knn_mean"] = run.knn_mean.mean, run.knn_mean.count
+        s["spread_rng"] = run.spread_rng.get_state()
     return s
 
 
 BUFFER = ("obs", "next_obs", "action", "label")  # the replay buffer's tensors
-
-
-def sac_optimisers(sac) -> tuple:
-    return sac.actor_opt, sac.critic_opt, sac.alpha_opt
+SAC_OPTIMISERS = ("actor_opt", "critic_opt", "alpha_opt")
 
 
 def load(run, s: dict) -> None:
     run.step, run.metrics, run.wall = s["step"], s["metrics"], s["wall"]
-    for stage, seconds in s["stage_s"].items():  # this process's loading time, plus the earlier ones
+    for stage, seconds in s["stage_s"].items():  # this process's loading time plus earlier ones
         run.stage_s[stage] = run.stage_s.get(stage, 0.0) + seconds
     run.model.load_state_dict(s["model"])
     run.opt.load_state_dict(s["opt"])
@@ -264,8 +265,8 @@ def load(run, s: dict) -> None:
     if run.sac is not None:
         run.sac.load_state_dict(s["sac"]["nets"])
         run.sac.num_steps = s["sac"]["steps"]
-        for opt, o in zip(sac_optimisers(run.sac), s["sac"]["opts"]):
-            opt.load_state_dict(o)
+        for k, o in zip(SAC_OPTIMISERS, s["sac"]["opts"]):
+            getattr(run.sac, k).load_state_dict(o)
         run.knn_mean.mean, run.knn_mean.count = s["knn_mean"]
         run.spread_rng.set_state(s["spread_rng"].cpu())
 
@@ -284,7 +285,8 @@ def flat(config: dict, prefix: str = "") -> dict:
     """A nested config dict as flag names: {"sac": {"gamma": 0.5}} -> {"sac_gamma": 0.5}."""
     out = {}
     for k, v in config.items():
-        out |= flat(v, prefix + ("sac_" if k == "sac" else "")) if isinstance(v, dict) else {prefix + k: v}
+        sub = prefix + ("sac_" if k == "sac" else "")
+        out |= flat(v, sub) if isinstance(v, dict) else {prefix + k: v}
     return out
 
 
@@ -297,8 +299,8 @@ def resume(run) -> None:
     diff = [f"--{k.replace('_', '-')} {saved.get(k)!r} there, {now[k]!r} here"
             for k in now if k not in MAY_CHANGE and saved.get(k) != now[k]]
     if diff:
-        raise ConfigError(f"{ckpt} belongs to another experiment ({'; '.join(diff)}): resume it with "
-                          f"the same flags, or start a new run without --resume")
+        raise ConfigError(f"{ckpt} belongs to another experiment ({'; '.join(diff)}): resume it "
+                          f"with the same flags, or start a new run without --resume")
     if s.get("generator_id") != run.generator_id:
         raise ConfigError(f"{ckpt} was made with another generator file than {run.cfg.generator}")
     if not isinstance(s["step"], int) or s["step"] > run.cfg.updates:
@@ -310,11 +312,12 @@ def resume(run) -> None:
     try:
         load(run, s)
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
-        raise ValueError(f"checkpoint {ckpt} cannot be resumed ({' '.join(str(e).split())[:200]})") from None
+        why = " ".join(str(e).split())[:200]
+        raise ValueError(f"checkpoint {ckpt} cannot be resumed ({why})") from None
     print(f"resuming {run.dir} from update {run.step}")
 
 
-# ---- the finished run's files --------------------------------------------------------------------------
+# ---- the finished run's files --------------------------------------------------------------------
 def save_encoder(run, path) -> None:
     cfg = run.cfg
     save_atomic({"kind": "encoder", "encoder": cfg.encoder, "width": cfg.width, "update": run.step,
@@ -323,7 +326,7 @@ def save_encoder(run, path) -> None:
 
 
 def save_finished(run) -> None:
-    """encoder.pt; agent.pt (the SAC actor, what acts, with what rebuilds it); metrics and curves."""
+    """encoder.pt; agent.pt (the SAC actor, what acts, and what rebuilds it); metrics, curves."""
     save_encoder(run, run.dir / "encoder.pt")
     if run.sac is not None:
         actor = getattr(run.sac.actor, "module", run.sac.actor)  # unwrapped under torchrun
@@ -353,18 +356,18 @@ def save_result(run, probe: dict) -> dict:
 
 
 def plot(metrics: list, folder: Path) -> None:
-    """metrics.csv and curves.png (the encoder's loss and the agent's diagnostics against updates)."""
+    """metrics.csv and curves.png (the encoder's loss and the agent's diagnostics by update)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from common import atomic_path
     if not metrics:
         return
     with atomic_path(folder / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, sorted({k for m in metrics for k in m}))
         w.writeheader()
         w.writerows(metrics)
-    keys = [k for k in ("loss", "reward", "alpha", "entropy_gap", "spread_ratio", "z_sq") if k in metrics[-1]]
+    keys = [k for k in ("loss", "reward", "alpha", "entropy_gap", "spread_ratio", "z_sq")
+            if k in metrics[-1]]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     for ax, k in zip(axes[0], keys):
         pts = [(m["update"], m[k]) for m in metrics if k in m and math.isfinite(m[k])]

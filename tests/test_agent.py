@@ -135,7 +135,8 @@ def test_policy_log_prob_is_the_normal_log_prob_minus_the_tanh_correction():
     A, D, B = 3, 8, 256
     sac = small_sac(D, A, log_std_min=-3.0, log_std_max=1.0).double()
     with torch.no_grad():  # means up to ~ +-2 and wide stds: the tanh correction really matters
-        sac.actor[-1].bias.copy_(torch.tensor([2.0, -1.0, 0.0, 0.5, 0.0, -0.5], dtype=torch.float64))
+        bias = torch.tensor([2.0, -1.0, 0.0, 0.5, 0.0, -0.5], dtype=torch.float64)  # (2A,)
+        sac.actor[-1].bias.copy_(bias)  # means, then pre-clamp log stds
     f = torch.randn(B, D, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(7)
     action, logp, mean_action = sac.policy(f)
@@ -161,15 +162,17 @@ def test_policy_log_prob_is_the_normal_log_prob_minus_the_tanh_correction():
     assert logp.requires_grad  # reparameterised: the actor's loss differentiates through it
 
 
-def test_sac_learns_known_optimal_action():
-    """One-step bandit: reward = -||a - a*||^2 whatever the (random, irrelevant) features; gamma = 0.
-    The deterministic policy tanh(mean) must move from ~0 to a*. SAC's entropy bonus pulls it
-    slightly toward 0 (the tanh Jacobian favours small |u|), hence tolerances of 0.1 on the
-    state-average and 0.2 per state."""
+@pytest.mark.parametrize("cfg", [{}, {"autotune": True, "reward_norm": False}],
+                         ids=["palmup-defaults", "autotune-raw-rewards"])
+def test_sac_learns_known_optimal_action(cfg):
+    """One-step bandit: reward = -||a - a*||^2 whatever the (random, irrelevant) features;
+    gamma = 0. The deterministic policy tanh(mean) must move from ~0 to a*. SAC's entropy bonus
+    pulls it slightly toward 0 (the tanh Jacobian favours small |u|), hence tolerances of 0.1 on
+    the state-average and 0.2 per state. One step per batch keeps it fast."""
     A, D, B = 2, 4, 128
     a_star = torch.tensor([0.5, -0.6])
     torch.manual_seed(0)
-    sac = SAC(D, A, SACConfig(hidden=128, gamma=0.0, autotune=True, reward_norm=False, updates=1))
+    sac = SAC(D, A, SACConfig(hidden=128, gamma=0.0, updates=1, **cfg))
     g = torch.Generator().manual_seed(0)
     probe = torch.randn(256, D, generator=g)  # (256, D) held-out states
     err0 = (sac.act(probe, deterministic=True).mean(0) - a_star).abs()  # (A,)

@@ -1,4 +1,5 @@
-"""Tests of evaluate.py on small synthetic tensors (no dataset, no download): ~20 s on a 2-core x86 CPU."""
+"""Tests of evaluate.py (and the probes of probe.py it re-exports) on small synthetic tensors (no
+dataset, no download): ~20 s on a 2-core x86 CPU."""
 import subprocess, sys
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402
-from common import parse_config  # noqa: E402
+import probe  # noqa: E402
+from common import ConfigError, parse_config  # noqa: E402
 from encoder import make_encoder  # noqa: E402
 
 
@@ -32,30 +34,33 @@ def coloured_images(n, num_classes=4, seed=0):
 
 def save_ckpt(path, encoder, name="cnn", width=8, **config):
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": "encoder", "encoder": name, "width": width, "state_dict": encoder.state_dict(),
+    torch.save({"kind": "encoder", "encoder": name, "width": width,
+                "state_dict": encoder.state_dict(),
                 "config": {"method": "palmup", "seed": 0, "data": "embedded", **config},
                 "wall_time_s": 12.5, "finished": True}, path)
     return path
 
 
-# ---------------------------------------------------------------------------------------------------- linear probe
+# ---- linear probe --------------------------------------------------------------------------------
 def test_linear_probe_separable_features_reach_100_percent():
     (ftr, ytr), (fte, yte) = blobs(400), blobs(200, seed=1)
     res = evaluate.linear_probe_features(ftr, ytr, fte, yte)
     assert res["test_acc"] >= 0.98 and res["val_acc"] >= 0.98
-    assert res["weight_decay"] in evaluate.WEIGHT_DECAYS
+    assert res["weight_decay"] in probe.WEIGHT_DECAYS
 
 
 def test_linear_probe_shuffled_labels_is_at_chance():
     g = torch.Generator().manual_seed(0)
     ftr, fte = torch.randn(800, 32, generator=g), torch.randn(2000, 32, generator=g)
     ytr, yte = torch.randint(4, (800,), generator=g), torch.randint(4, (2000,), generator=g)
-    # Predictions are independent of the test labels, so accuracy ~ Binomial(2000, 1/4) / 2000: std 0.01.
+    # Predictions are independent of the test labels, so accuracy ~ Binomial(2000, 1/4) / 2000:
+    # std 0.01.
     assert abs(evaluate.linear_probe_features(ftr, ytr, fte, yte)["test_acc"] - 0.25) < 0.08
 
 
 def test_linear_probe_is_deterministic():
-    (ftr, ytr), (fte, yte) = blobs(300, sep=1.0), blobs(200, sep=1.0, seed=1)  # overlapping: accuracy < 1
+    # overlapping: accuracy < 1
+    (ftr, ytr), (fte, yte) = blobs(300, sep=1.0), blobs(200, sep=1.0, seed=1)
     first = evaluate.linear_probe_features(ftr, ytr, fte, yte)
     assert first == evaluate.linear_probe_features(ftr, ytr, fte, yte)
     assert 0.4 < first["test_acc"] < 1.0
@@ -64,12 +69,14 @@ def test_linear_probe_is_deterministic():
 def test_weight_decay_is_chosen_without_test_labels():
     (ftr, ytr), (fte, yte) = blobs(300, sep=1.0), blobs(200, sep=1.0, seed=1)
     res = evaluate.linear_probe_features(ftr, ytr, fte, yte)
-    for bad in (torch.zeros_like(yte), yte.roll(1), (yte + 1) % 4):  # very different test scores ...
+    for bad in (torch.zeros_like(yte), yte.roll(1), (yte + 1) % 4):  # very different test scores
         other = evaluate.linear_probe_features(ftr, ytr, fte, bad)
-        assert (other["weight_decay"], other["val_acc"]) == (res["weight_decay"], res["val_acc"])  # ... same choice
+        # ... the same choice
+        assert (other["weight_decay"], other["val_acc"]) == (res["weight_decay"], res["val_acc"])
     assert other["test_acc"] < 0.5 < res["test_acc"]
     # Changing the test *features* cannot change the choice either.
-    assert evaluate.linear_probe_features(ftr, ytr, -fte, yte)["weight_decay"] == res["weight_decay"]
+    flipped = evaluate.linear_probe_features(ftr, ytr, -fte, yte)
+    assert flipped["weight_decay"] == res["weight_decay"]
 
 
 def test_linear_probe_on_images_with_raw_pixels_and_an_encoder():
@@ -79,7 +86,13 @@ def test_linear_probe_on_images_with_raw_pixels_and_an_encoder():
     assert acc >= 0.9  # the mean colour survives a random conv net: chance is 0.25
 
 
-# ---------------------------------------------------------------------------------------------------- kNN probe
+def test_evaluate_re_exports_the_probes_of_probe_py():
+    for name in ("extract_features", "knn_probe", "linear_probe", "linear_probe_features",
+                 "random_encoder", "split_probe", "val_split"):
+        assert getattr(evaluate, name) is getattr(probe, name), name
+
+
+# ---- kNN probe -----------------------------------------------------------------------------------
 def knn_brute_force(ftr, ytr, fte, k, T, num_classes):
     preds = []
     for q in fte:
@@ -99,8 +112,10 @@ def test_knn_probe_matches_brute_force():
     pred = knn_brute_force(ftr, ytr, fte, k=7, T=0.5, num_classes=3)
     expected = (pred == yte).float().mean().item()
     assert 0.0 < expected < 1.0  # a non-trivial case
-    assert evaluate.knn_probe(ftr, ytr, fte, yte, k=7, temperature=0.5) == pytest.approx(expected)
-    assert evaluate.knn_probe(ftr, ytr, fte, yte, k=7, temperature=0.5, chunk_elems=1) == pytest.approx(expected)
+    got = evaluate.knn_probe(ftr, ytr, fte, yte, k=7, temperature=0.5)
+    assert got == pytest.approx(expected)
+    chunked = evaluate.knn_probe(ftr, ytr, fte, yte, k=7, temperature=0.5, chunk_elems=1)
+    assert chunked == pytest.approx(expected)
     for i in range(len(fte)):  # point by point, so that errors cannot cancel out
         acc = evaluate.knn_probe(ftr, ytr, fte[i:i + 1], yte[i:i + 1], k=7, temperature=0.5)
         assert acc == float(pred[i] == yte[i])
@@ -109,10 +124,11 @@ def test_knn_probe_matches_brute_force():
 def test_knn_probe_separable_and_defaults():
     (ftr, ytr), (fte, yte) = blobs(400), blobs(100, seed=1)
     assert evaluate.knn_probe(ftr, ytr, fte, yte) == 1.0  # k=20, T=0.07
-    assert evaluate.knn_probe(ftr[:5], ytr[:5], fte, yte, k=20) >= 0.0  # k larger than the training set
+    # k larger than the training set
+    assert evaluate.knn_probe(ftr[:5], ytr[:5], fte, yte, k=20) >= 0.0
 
 
-# ---------------------------------------------------------------------------------------------------- checkpoints
+# ---- checkpoints ---------------------------------------------------------------------------------
 def test_load_encoder_round_trip(tmp_path):
     torch.manual_seed(0)
     enc = make_encoder("cnn", 8)
@@ -123,13 +139,14 @@ def test_load_encoder_round_trip(tmp_path):
         loaded, meta = evaluate.load_encoder(where)
         assert not loaded.training and "state_dict" not in meta
         assert meta["config"]["seed"] == 3 and meta["encoder"] == "cnn" and meta["width"] == 8
-        assert torch.equal(evaluate.extract_features(loaded, x), evaluate.extract_features(enc, x))
+        want = evaluate.extract_features(enc, x)
+        assert torch.equal(evaluate.extract_features(loaded, x), want)
     assert evaluate.extract_features(loaded, x).shape == (20, 64)
     assert evaluate.extract_features(None, x).shape == (20, 3072)
 
 
 def test_load_encoder_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="^encoder checkpoint .* not found"):
         evaluate.load_encoder(tmp_path / "nope" / "encoder.pt")
     (tmp_path / "text.pt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="corrupt"):
@@ -138,20 +155,34 @@ def test_load_encoder_clear_errors(tmp_path):
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ValueError, match="corrupt"):
         evaluate.load_encoder(tmp_path / "cut.pt")
-    save_ckpt(tmp_path / "wide.pt", make_encoder("cnn", 8), width=16)  # claims width 16, holds width 8
-    with pytest.raises(ValueError, match="does not match"):
+    # claims width 16, holds width 8
+    save_ckpt(tmp_path / "wide.pt", make_encoder("cnn", 8), width=16)
+    with pytest.raises(ValueError, match="wide.pt does not fit its network"):
         evaluate.load_encoder(tmp_path / "wide.pt")
     torch.save({"kind": "generator", "state_dict": {}}, tmp_path / "gen.pt")
-    with pytest.raises(ValueError, match="not an encoder checkpoint"):
+    with pytest.raises(ValueError, match="gen.pt is not an? encoder checkpoint"):
         evaluate.load_encoder(tmp_path / "gen.pt")
+    enc = make_encoder("cnn", 8)
+    with torch.no_grad():
+        enc[0].weight[0, 0, 0, 0] = float("inf")
+    save_ckpt(tmp_path / "inf.pt", enc)
+    with pytest.raises(ConfigError, match=r"holds non-finite values \(NaN or inf\) in 0.weight"):
+        evaluate.load_encoder(tmp_path / "inf.pt")
+    save_ckpt(tmp_path / "text_width.pt", make_encoder("cnn", 8), width="8")
+    with pytest.raises(ValueError, match="has width '8', not int"):
+        evaluate.load_encoder(tmp_path / "text_width.pt")
+    save_ckpt(tmp_path / "vit.pt", make_encoder("cnn", 8), name="vit")
+    with pytest.raises(ValueError, match="names no encoder of make_encoder: 'vit'"):
+        evaluate.load_encoder(tmp_path / "vit.pt")
     with pytest.raises(ValueError) as info:
         evaluate.load_encoder(tmp_path / "wide.pt")
     assert "\n" not in str(info.value)  # one line for the CLI's `error: ...`
 
 
-# ---------------------------------------------------------------------------------------------------- CLI
+# ---- CLI -----------------------------------------------------------------------------------------
 def test_command_line_mixes_run_folders_and_flags():
-    cfg = parse_config(evaluate.Config, ["--data", "embedded", "runs/a", "runs/b", "--k", "5", "--recompute", "runs/c"])
+    argv = ["--data", "embedded", "runs/a", "runs/b", "--k", "5", "--recompute", "runs/c"]
+    cfg = parse_config(evaluate.Config, argv)
     assert cfg.runs == ["runs/a", "runs/b", "runs/c"]
     assert (cfg.data, cfg.k, cfg.recompute, cfg.device) == ("embedded", 5, True, "auto")
 
@@ -184,11 +215,13 @@ def test_cli_bad_input_gives_one_error_line(tmp_path):
     (tmp_path / "bad_run").mkdir()
     (tmp_path / "bad_run" / "encoder.pt").write_bytes(b"\x00" * 10)
     assert_one_error_line(run_cli(tmp_path / "bad_run", "--out", out))
-    assert not out.exists() and not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.json"))
+    assert not out.exists() and not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.json"))
 
 
 def test_cli_table_chart_and_cache(tmp_path, monkeypatch, capsys):
-    """End to end on a tiny in-memory dataset: grouping by method, reference rows, cached results, chart."""
+    """End to end on a tiny in-memory dataset: grouping by method, reference rows, cached results,
+    chart."""
     splits = (coloured_images(120), coloured_images(60, seed=1))
     monkeypatch.setattr(evaluate, "load_data", lambda data, download=False: splits)
     monkeypatch.setattr(evaluate, "CACHE", tmp_path / "cache")
@@ -196,11 +229,12 @@ def test_cli_table_chart_and_cache(tmp_path, monkeypatch, capsys):
     runs = []
     for i, (method, seed) in enumerate([("random", 0), ("random", 1), ("palmup", 0)]):
         torch.manual_seed(i)
-        runs.append(save_ckpt(tmp_path / "runs" / f"{method}_{seed}" / "encoder.pt", make_encoder("cnn", 8),
-                              method=method, seed=seed).parent)
+        path = tmp_path / "runs" / f"{method}_{seed}" / "encoder.pt"
+        runs.append(save_ckpt(path, make_encoder("cnn", 8), method=method, seed=seed).parent)
     evaluate.main([*runs, "--device", "cpu", "--max-iter", "50"])
     table = capsys.readouterr().out
-    for row in ("| random | 2 |", "| palmup | 1 |", "| raw pixels | 1 |", "| random-init cnn-8 | 1 |", "12 s"):
+    rows = ("| random | 2 |", "| palmup | 1 |", "| raw pixels | 1 |", "| random-init cnn-8 | 1 |")
+    for row in (*rows, "12 s"):
         assert row in table, table
     chart = tmp_path / "runs" / "probe_embedded.png"
     assert chart.read_bytes()[:4] == b"\x89PNG"
@@ -208,11 +242,15 @@ def test_cli_table_chart_and_cache(tmp_path, monkeypatch, capsys):
 
     def no_probe(*a, **k):
         raise AssertionError("cached results should have been reused")
-    monkeypatch.setattr(evaluate, "probe", no_probe)
-    evaluate.main([*runs, chart, "--device", "cpu", "--max-iter", "50"])  # `runs/*` also lists the chart
+    monkeypatch.setattr(evaluate, "both_probes", no_probe)
+    # `runs/*` also lists the chart
+    evaluate.main([*runs, chart, "--device", "cpu", "--max-iter", "50"])
     assert capsys.readouterr().out == table
-    with pytest.raises(AssertionError, match="cached"):  # changed probe settings invalidate the cache
+    # changed probe settings invalidate the cache
+    with pytest.raises(AssertionError, match="cached"):
         evaluate.main([*runs, "--device", "cpu", "--max-iter", "50", "--k", "5"])
-    monkeypatch.setattr(evaluate, "load_data", lambda data, download=False: (coloured_images(120, seed=2), splits[1]))
-    with pytest.raises(AssertionError, match="cached"):  # so do changed images (e.g. a regenerated dataset)
+    monkeypatch.setattr(evaluate, "load_data",
+                        lambda data, download=False: (coloured_images(120, seed=2), splits[1]))
+    # so do changed images (e.g. a regenerated dataset)
+    with pytest.raises(AssertionError, match="cached"):
         evaluate.main([*runs, "--device", "cpu", "--max-iter", "50"])

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import data
+import gan
 import generator as gen
+from common import ConfigError
 
 
 def test_embedded_is_deterministic_balanced_and_shaped():
@@ -42,14 +44,16 @@ def test_checkpoint_round_trip_gives_identical_outputs(tiny_G, tmp_path):
     gen.save_generator(tiny_G, path, {"note": "test"}, ["a", "b", "c"])
     G2 = gen.load_generator(path)  # channels-last, as every loaded G
     z, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 1])
-    tiny_G = tiny_G.to(memory_format=torch.channels_last)  # the same memory format, so the same kernels
-    assert torch.allclose(tiny_G(z, y), G2(z, y), rtol=0, atol=1e-6)  # tolerance: kernels may reorder sums
+    # the same memory format, so the same kernels
+    tiny_G = tiny_G.to(memory_format=torch.channels_last)
+    # tolerance: kernels may reorder sums
+    assert torch.allclose(tiny_G(z, y), G2(z, y), rtol=0, atol=1e-6)
     assert (G2.latent_dim, G2.num_classes, G2.image_size) == (8, 3, 32)
     assert not G2.training and G2.classes == ["a", "b", "c"]
 
 
 def test_bad_checkpoints_raise_clear_errors(tiny_G, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="^generator checkpoint .*missing.pt not found"):
         gen.load_generator(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
@@ -63,14 +67,52 @@ def test_bad_checkpoints_raise_clear_errors(tiny_G, tmp_path):
         gen.load_generator(truncated)
     other = tmp_path / "other.pt"
     torch.save({"kind": "encoder"}, other)
-    with pytest.raises(ValueError, match="not a generator"):
+    with pytest.raises(ValueError, match="is not a generator checkpoint"):
         gen.load_generator(other)
     mismatched = tmp_path / "mismatched.pt"
     ckpt = torch.load(good, weights_only=True)
     ckpt["width"] = 8  # the state dict was saved for width 4
     torch.save(ckpt, mismatched)
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="mismatched.pt does not fit its network") as e:
         gen.load_generator(mismatched)
+    assert "\n" not in str(e.value)  # one line for the CLI's `error: ...`
+
+
+def damaged(good, tmp_path, name, **changes):
+    """A copy of the checkpoint `good` with some entries changed."""
+    ckpt = torch.load(good, weights_only=True)
+    ckpt.update(changes)
+    torch.save(ckpt, tmp_path / name)
+    return tmp_path / name
+
+
+def test_damaged_checkpoints_raise_one_line_errors(tiny_G, tmp_path):
+    good = tmp_path / "g.pt"
+    gen.save_generator(tiny_G, good, {}, ["a", "b", "c"])
+    state = torch.load(good, weights_only=True)["state_dict"]
+    nan = {k: v.clone() for k, v in state.items()}
+    nan["out.weight"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(ConfigError, match=r"holds non-finite values \(NaN or inf\) in out.weight"):
+        gen.load_generator(damaged(good, tmp_path, "nan.pt", state_dict=nan))
+    huge = {"latent_dim": 4097, "num_classes": 100001, "width": 1025}  # above the most allowed
+    for key, value in huge.items():  # refused before any network of that size is built
+        with pytest.raises(ValueError, match=f"malformed: {key} {value}") as e:
+            gen.load_generator(damaged(good, tmp_path, f"{key}.pt", **{key: value}))
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="malformed: latent_dim '8'"):
+        gen.load_generator(damaged(good, tmp_path, "text.pt", latent_dim="8"))
+    with pytest.raises(ValueError, match="malformed: 2 class names"):
+        gen.load_generator(damaged(good, tmp_path, "names.pt", classes=["a", "b"]))
+    ckpt = torch.load(good, weights_only=True)
+    del ckpt["state_dict"]
+    torch.save(ckpt, tmp_path / "no_weights.pt")
+    with pytest.raises(ValueError, match="no_weights.pt lacks state_dict"):
+        gen.load_generator(tmp_path / "no_weights.pt")
+
+
+def test_generator_module_re_exports_the_generator_of_gan_py():
+    assert gen.Generator is gan.Generator
+    assert (gen.load_generator, gen.save_generator) == (gan.load_generator, gan.save_generator)
 
 
 def test_a_few_training_steps_stay_finite_and_move_the_weights():
@@ -110,7 +152,8 @@ def test_image_folder_loading(tmp_path, monkeypatch):
             for i in range(3):
                 Image.new("RGB", (40, 40), colour).save(tmp_path / split / c / f"{i}.png")
     x, y, classes = data.load_split(str(tmp_path), "train")
-    assert x.shape == (6, 3, 32, 32) and classes == ["cat", "dog"] and y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert x.shape == (6, 3, 32, 32) and classes == ["cat", "dog"]
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]
     assert x[0, 0].float().mean() > 250 and x[-1, 2].float().mean() > 250  # red cat, blue dog
     with pytest.raises(FileNotFoundError):
         data.load_split(str(tmp_path / "nowhere"), "train")
@@ -118,13 +161,16 @@ def test_image_folder_loading(tmp_path, monkeypatch):
 
 def test_conditional_batchnorm_matches_its_formula():
     torch.manual_seed(0)
-    cbn = gen.ConditionalBatchNorm(5, 3)
+    cbn = gan.ConditionalBatchNorm(5, 3)
     torch.nn.init.normal_(cbn.class_gain.weight), torch.nn.init.normal_(cbn.class_bias.weight)
     cbn.running_mean.normal_(), cbn.running_var.uniform_(0.5, 2.0)
     cbn.eval()
     x, y = torch.randn(4, 5, 6, 6), torch.tensor([0, 2, 1, 2])
-    bn = (x - cbn.running_mean[:, None, None]) / torch.sqrt(cbn.running_var[:, None, None] + cbn.eps)
-    expected = bn * cbn.class_gain.weight[y][:, :, None, None] + cbn.class_bias.weight[y][:, :, None, None]
+    mean, var = cbn.running_mean[:, None, None], cbn.running_var[:, None, None]  # (C, 1, 1)
+    bn = (x - mean) / torch.sqrt(var + cbn.eps)  # (B, C, H, W)
+    gain = cbn.class_gain.weight[y][:, :, None, None]  # (B, C, 1, 1)
+    bias = cbn.class_bias.weight[y][:, :, None, None]  # (B, C, 1, 1)
+    expected = bn * gain + bias
     assert torch.allclose(cbn(x, y), expected, atol=1e-5)
 
 

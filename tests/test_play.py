@@ -1,5 +1,6 @@
-"""Tests of play.py without any window: the game's rules on a tiny generator, the scripted mode, the figure under Agg
-with synthetic key events, the agent file and bad inputs (~10 s on a 2-core x86 CPU)."""
+"""Tests of play.py without any window: the game's rules on a tiny generator, the scripted mode,
+the figure under Agg with synthetic key events, the run's files (world, agent) and bad inputs
+(~10 s on a 2-core x86 CPU)."""
 import dataclasses, math
 
 import matplotlib
@@ -8,6 +9,7 @@ import torch
 
 import play
 from agent import SAC, SACConfig
+from common import CHECKPOINTS
 from evaluate import random_encoder
 from generator import save_generator
 from world import WorldConfig, latent_step
@@ -33,17 +35,21 @@ def tiny_ckpt(tiny_G, tmp_path):
     return path
 
 
-def fake_run(folder, feature_dim=32, action_dim=8, **override):
-    """runs/<name>/ with an encoder.pt (random cnn, width 4: 32 features) and an agent.pt from a fresh SAC."""
+def fake_run(folder, feature_dim=32, action_dim=8, world=None, **override):
+    """runs/<name>/ as pretrain.py writes it: an encoder.pt (random cnn, width 4: 32 features) and
+    an agent.pt from a fresh SAC, both with the nested config (config["world"], config["sac"])."""
     encoder = random_encoder(width=4, seed=1)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": "encoder", "encoder": "cnn", "width": 4, "state_dict": encoder.state_dict(),
-                "config": {"method": "palmup"}, "finished": True}, folder / "encoder.pt")
+    config = {"method": "palmup", "world": dataclasses.asdict(world or WorldConfig())}
     torch.manual_seed(0)
     sac = SAC(feature_dim, action_dim, SACConfig(hidden=16))
+    torch.save({"kind": "encoder", "encoder": "cnn", "width": 4,
+                "state_dict": encoder.state_dict(), "finished": True,
+                "config": {**config, **override.pop("encoder_config", {})}}, folder / "encoder.pt")
     torch.save({"kind": "agent", "feature_dim": feature_dim, "action_dim": action_dim,
-                "sac_config": dataclasses.asdict(sac.cfg), "actor": sac.actor.state_dict(),
-                "config": {"method": "palmup"}, **override}, folder / "agent.pt")
+                "actor": sac.actor.state_dict(),
+                "config": {**config, "sac": dataclasses.asdict(sac.cfg)}, **override},
+               folder / "agent.pt")
     return sac
 
 
@@ -55,7 +61,7 @@ def error_of(argv) -> str:
     return msg
 
 
-# ---- the rules ------------------------------------------------------------------------------------------------------
+# ---- the rules ----------------------------------------------------------------------------------
 def test_steering_directions_are_orthonormal_and_deterministic(tiny_G):
     u, share = play.steering_directions(tiny_G, 1)
     torch.testing.assert_close(u @ u.T, torch.eye(2), atol=1e-5, rtol=0)
@@ -63,37 +69,49 @@ def test_steering_directions_are_orthonormal_and_deterministic(tiny_G):
 
 
 @pytest.mark.parametrize("key, i, sign", [("d", 0, 1), ("a", 0, -1), ("w", 1, 1), ("down", 1, -1)])
-def test_a_push_moves_the_latent_along_its_direction_by_what_latent_step_says(tiny_G, key, i, sign):
-    pushed, still = make_game(tiny_G), make_game(tiny_G)  # same seed: the same start and the same noise
+def test_a_push_moves_the_latent_along_its_direction_by_what_latent_step_says(tiny_G, key, i,
+                                                                              sign):
+    # same seed: the same start and the same noise
+    pushed, still = make_game(tiny_G), make_game(tiny_G)
     a = pushed.action(key)  # (1, d)
     u = pushed.U[i] / pushed.U[i].abs().max()
-    torch.testing.assert_close(a[0], sign * u)  # the largest action along u inside the box (push = 1)
+    # the largest action along u inside the box (push = 1)
+    torch.testing.assert_close(a[0], sign * u)
     pushed.press(key), still.press(" ")
-    step = latent_step(torch.zeros_like(a), a, torch.zeros_like(a), WorldConfig(mix=0.5, ema=0.8))  # gain * w * s * a
+    zero = torch.zeros_like(a)  # (1, d)
+    step = latent_step(zero, a, zero, WorldConfig(mix=0.5, ema=0.8))  # gain * w * s * a
     torch.testing.assert_close(pushed.ep.z[1] - still.ep.z[1], step[0], atol=1e-5, rtol=0)
     along = (pushed.ep.z[1] - still.ep.z[1]) @ pushed.U.T  # (2,): on u1, u2
-    assert along[i].item() == pytest.approx(sign * 0.6 * 0.5 * math.sqrt(3) * u.norm().item(), rel=1e-4)
+    want = sign * 0.6 * 0.5 * math.sqrt(3) * u.norm().item()
+    assert along[i].item() == pytest.approx(want, rel=1e-4)
     assert abs(along[1 - i].item()) < 1e-4
-    press(pushed, "   "), press(still, "   ")  # then the noise alone: the push fades by rho per step
-    torch.testing.assert_close(pushed.ep.z[4] - still.ep.z[4], 0.8 ** 3 * step[0], atol=1e-5, rtol=0)
+    # then the noise alone: the push fades by rho per step
+    press(pushed, "   "), press(still, "   ")
+    torch.testing.assert_close(pushed.ep.z[4] - still.ep.z[4], 0.8 ** 3 * step[0], atol=1e-5,
+                               rtol=0)
 
 
 def test_w_0_makes_every_key_equivalent_to_space(tiny_G):
-    keys, still = press(make_game(tiny_G, mix=0.0), "wasd"), press(make_game(tiny_G, mix=0.0), "    ")
+    keys = press(make_game(tiny_G, mix=0.0), "wasd")
+    still = press(make_game(tiny_G, mix=0.0), "    ")
     assert all(torch.equal(p, q) for p, q in zip(keys.ep.z, still.ep.z)) and len(keys.ep.z) == 5
     assert all(torch.equal(p, q) for p, q in zip(keys.ep.frames, still.ep.frames))
     assert keys.ep.novelty == still.ep.novelty
 
 
 def test_the_race_replays_the_same_start_and_noise(tiny_G):
-    game = press(make_game(tiny_G, mix=0.0), "wdd")  # w = 0: whatever the agent does, it sees your latents
+    # w = 0: whatever the agent does, it sees your latents
+    game = press(make_game(tiny_G, mix=0.0), "wdd")
     assert "race over 3 steps" in game.press("A") and "uniform-random" in game.press("A")
-    assert all(torch.equal(p, q) for p, q in zip(game.ep.z, game.ep.rival.z)) and len(game.ep.rival.z) == 4
+    assert all(torch.equal(p, q) for p, q in zip(game.ep.z, game.ep.rival.z))
+    assert len(game.ep.rival.z) == 4
     game = press(make_game(tiny_G), "ww")
-    game.set_dynamics(0.0, 0.5)  # the sliders mid-episode: the race steps with the same w and rho at each step
+    # the sliders mid-episode: the race steps with the same w and rho at each step
+    game.set_dynamics(0.0, 0.5)
     press(game, "dA")
     assert game.ep.dynamics == game.ep.rival.dynamics == [(0.5, 0.8), (0.5, 0.8), (0.0, 0.5)]
-    assert torch.equal(game.ep.rival.z[0], game.ep.z[0]) and not torch.equal(game.ep.rival.z[1], game.ep.z[1])
+    assert torch.equal(game.ep.rival.z[0], game.ep.z[0])
+    assert not torch.equal(game.ep.rival.z[1], game.ep.z[1])
 
 
 def test_novelty_is_apts_statistic_against_the_frames_seen(tiny_G):
@@ -101,7 +119,8 @@ def test_novelty_is_apts_statistic_against_the_frames_seen(tiny_G):
     f = torch.stack(game.ep.feats)  # (4, D)
     dist = torch.cdist(f[3:], f[:3])[0].sort().values  # distances of frame 3 to frames 0-2
     assert game.ep.novelty[2] == pytest.approx(math.log1p(dist[:2].mean().item()), rel=1e-5)
-    assert game.ep.novelty[0] == pytest.approx(math.log1p(torch.dist(f[1], f[0]).item()), rel=1e-5)  # k = 1
+    first = math.log1p(torch.dist(f[1], f[0]).item())  # k = 1: one earlier frame
+    assert game.ep.novelty[0] == pytest.approx(first, rel=1e-5)
 
 
 def test_episodes_end_after_steps_and_keys_start_new_ones(tiny_G):
@@ -114,7 +133,7 @@ def test_episodes_end_after_steps_and_keys_start_new_ones(tiny_G):
     assert len(game.episodes) == 3 and game.ep.label in range(3)
 
 
-# ---- the agent file -------------------------------------------------------------------------------------------------
+# ---- the run's files ----------------------------------------------------------------------------
 def test_load_policy_rebuilds_the_deterministic_actor(tmp_path):
     sac = fake_run(tmp_path / "run")
     policy = play.load_policy(tmp_path / "run" / "agent.pt", "cpu", 32, 8)
@@ -125,8 +144,10 @@ def test_load_policy_rebuilds_the_deterministic_actor(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"kind": "encoder"}, "not an agent checkpoint"), ({"sac_config": {"hiddenn": 3}}, "does not match agent.SAC"),
-    ({"actor": {}}, "does not match agent.SAC")])
+    ({"kind": "encoder"}, "not an? agent checkpoint"),
+    ({"config": {"sac": {"hiddenn": 3}}}, "does not match agent.SAC"),
+    ({"config": {"method": "palmup"}}, "does not match agent.SAC"),
+    ({"actor": {}}, "does not fit its network")])
 def test_load_policy_refuses_foreign_files(tmp_path, override, message):
     fake_run(tmp_path / "run", **override)
     with pytest.raises(ValueError, match=message):
@@ -141,11 +162,32 @@ def test_load_policy_missing_and_corrupt(tmp_path):
         play.load_policy(tmp_path / "agent.pt")
 
 
-# ---- the command line -----------------------------------------------------------------------------------------------
-def test_script_writes_frames_and_finite_scores_and_the_same_gif_twice(tiny_ckpt, tmp_path, capsys):
+def test_the_runs_world_fills_the_flags_not_given(tiny_ckpt, tmp_path):
+    """--run: steps, w, rho, s and the EMA's kind are the run's config["world"], except those the
+    command line names."""
+    world = WorldConfig(horizon=5, mix=0.3, ema=0.6, action_scale=1.5, ema_kind="plain")
+    fake_run(tmp_path / "run", world=world)
+    cfg = play.Config(generator=str(tiny_ckpt), run=str(tmp_path / "run"), script="w",
+                      out=str(tmp_path / "x.gif"))
+    game = play.setup(cfg)[0]
+    assert (game.cfg.steps, game.cfg.mix, game.cfg.ema, game.cfg.action_scale,
+            game.cfg.ema_kind) == (5, 0.3, 0.6, 1.5, "plain")
+    assert game.world.cfg.mix == 0.3 and game.world.cfg.ema_kind == "plain"
+    named = play.named_flags(["--run", tmp_path / "run", "--mix", "0.5", "--steps", "3"])
+    assert named == {"run", "mix", "steps"}
+    game = play.setup(cfg, named)[0]
+    assert (game.cfg.steps, game.cfg.mix, game.cfg.ema) == (cfg.steps, cfg.mix, 0.6)
+    game = play.setup(dataclasses.replace(cfg, run=""))[0]  # no run: world.py's defaults
+    assert (game.cfg.mix, game.cfg.ema_kind) == (WorldConfig.mix, WorldConfig.ema_kind)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+def test_script_writes_frames_and_finite_scores_and_the_same_gif_twice(tiny_ckpt, tmp_path,
+                                                                       capsys):
     outs = [tmp_path / "a.gif", tmp_path / "b.gif"]
     for out in outs:
-        play.main(["--generator", tiny_ckpt, "--script", "wd.s", "--steps", "4", "--label", "0", "--out", out])
+        play.main(["--generator", tiny_ckpt, "--script", "wd.s", "--steps", "4", "--label", "0",
+                   "--out", out])
     text = capsys.readouterr().out
     you, agent = (float(text.split(k)[1].split()[0]) for k in ("you ", "(uniform-random) "))
     assert math.isfinite(you) and math.isfinite(agent) and f"wrote {outs[0]}" in text
@@ -156,32 +198,46 @@ def test_script_writes_frames_and_finite_scores_and_the_same_gif_twice(tiny_ckpt
 
 
 def test_script_races_the_runs_agent_or_says_it_has_none(tiny_ckpt, tmp_path, capsys):
-    fake_run(tmp_path / "runs" / "x")
-    play.main(["--generator", tiny_ckpt, "--run", tmp_path / "runs" / "x", "--script", "ww", "--out",
-               tmp_path / "x.gif"])
-    assert "agent (trained SAC)" in capsys.readouterr().out
-    (tmp_path / "runs" / "x" / "agent.pt").unlink()  # a run without a policy: the race says whom you raced
-    play.main(["--generator", tiny_ckpt, "--run", tmp_path / "runs" / "x", "--script", "ww", "--out",
-               tmp_path / "x.gif"])
+    fake_run(tmp_path / "runs" / "x", world=WorldConfig(mix=0.3))
+    argv = ["--generator", tiny_ckpt, "--run", tmp_path / "runs" / "x", "--script", "ww",
+            "--out", tmp_path / "x.gif"]
+    play.main(argv)
     out = capsys.readouterr()
-    assert "agent (uniform-random)" in out.out and "/agent.pt: you race uniform-random actions" in out.err
+    assert "agent (trained SAC)" in out.out and "world: 16 steps, w 0.3, rho 0.8" in out.err
+    play.main(argv + ["--mix", "0.7"])
+    assert "w 0.7, rho 0.8" in capsys.readouterr().err
+    # a run without a policy: the race says whom you raced
+    (tmp_path / "runs" / "x" / "agent.pt").unlink()
+    play.main(argv)
+    out = capsys.readouterr()
+    assert "agent (uniform-random)" in out.out
+    assert "/agent.pt: you race uniform-random actions" in out.err
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "0"], "steps >= 1"), (["--ema", "1.0"], "ema < 1"), (["--push", "2"], "push <= 1"),
-    (["--script", "wxz"], "--script takes"), (["--script", "w5"], "class prompts"), (["--out", "x.png"], ".gif"),
+    (["--script", "wxz"], "a --script of w a s d"), (["--script", "w5"], "class prompts"),
+    (["--label", "-2"], "label >= -1"), (["--out", "x.png"], ".gif"),
+    (["--out", CHECKPOINTS / "play_test.gif"], "checkpoints"),
     (["--generator", "nope.pt"], "not found"), (["--run", "runs/nope"], "no such run folder")])
 def test_bad_inputs_stop_with_one_error_line_before_writing(tiny_ckpt, tmp_path, argv, message):
     out = tmp_path / "out.gif"
-    argv = ["--generator", tiny_ckpt, "--script", "ww", "--out", out] + argv if "--out" not in argv else \
-        ["--generator", tiny_ckpt, "--script", "ww"] + argv
-    assert message in error_of(argv) and not out.exists()
+    base = ["--generator", tiny_ckpt, "--script", "ww"]
+    argv = base + argv if "--out" in argv else base + ["--out", out] + argv
+    assert message in error_of(argv)
+    assert not out.exists() and not (CHECKPOINTS / "play_test.gif").exists()
 
 
-def test_a_foreign_agent_file_is_one_error_line(tiny_ckpt, tmp_path):
-    fake_run(tmp_path / "run", action_dim=5)
-    msg = error_of(["--generator", tiny_ckpt, "--run", tmp_path / "run", "--script", "w", "--out", tmp_path / "x.gif"])
-    assert "action_dim 5, this game needs 8" in msg and not (tmp_path / "x.gif").exists()
+@pytest.mark.parametrize("what, message", [
+    ("agent", "action_dim 5, this game needs 8"), ("world", "no world settings"),
+    ("bad world", "needs 0 <= mix <= 1")])
+def test_a_foreign_run_is_one_error_line(tiny_ckpt, tmp_path, what, message):
+    override = {"agent": {"action_dim": 5}, "world": {"encoder_config": {"world": None}},
+                "bad world": {"encoder_config": {"world": {"mix": 2.0}}}}[what]
+    fake_run(tmp_path / "run", **override)
+    msg = error_of(["--generator", tiny_ckpt, "--run", tmp_path / "run", "--script", "w",
+                    "--out", tmp_path / "x.gif"])
+    assert message in msg and not (tmp_path / "x.gif").exists()
 
 
 def test_no_display_says_how_to_get_a_window(tiny_ckpt):
@@ -189,7 +245,7 @@ def test_no_display_says_how_to_get_a_window(tiny_ckpt):
     assert "xvfb-run" in msg and "--script" in msg
 
 
-# ---- the window, under Agg ------------------------------------------------------------------------------------------
+# ---- the window, under Agg ----------------------------------------------------------------------
 def test_the_figure_handles_key_events_and_sliders(tiny_G, tmp_path):
     from matplotlib.backend_bases import KeyEvent
     import matplotlib.pyplot as plt
@@ -198,7 +254,8 @@ def test_the_figure_handles_key_events_and_sliders(tiny_G, tmp_path):
     canvas = window.fig.canvas
     for key in ["d", "right", " ", "w", "A"]:
         canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", canvas, key))
-    assert len(game.ep.novelty) == 4 and game.ep.rival is not None and "race over 4 steps" in window.message
+    assert len(game.ep.novelty) == 4 and game.ep.rival is not None
+    assert "race over 4 steps" in window.message
     trail = window.axes[1].get_lines()[0].get_xydata()  # (5, 2): your latents on u1, u2
     assert trail.shape == (5, 2)
     window.sliders[0].set_val(0.0)

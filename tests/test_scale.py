@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 
 import biggan
-import runfiles
 import pretrain
 from common import ROOT
 from world import LatentWorld, WorldConfig, rollout
@@ -110,7 +109,7 @@ def test_five_updates_on_biggan(tmp_path, monkeypatch):
             "--checkpoint-every", "2", "--horizon", "4", "--no-probe", "--name", "bg"]
     result = pretrain.main(args)
     assert result["updates"] == 5 and (tmp_path / "runs" / "bg" / "encoder.pt").is_file()
-    run = pretrain.Run(pretrain.parse_config(pretrain.Config, [*args, "--name", "bg2"]))
+    run = pretrain.Run(pretrain.parse_config(pretrain.Config, [*args, "--name", "bg2"]), tmp_path)
     assert run.world.num_classes == 10 and run.obs.shape == (4, 3, 16, 16) and run.buffer.obs.shape[1:] == (3, 16, 16)
 
 
@@ -120,7 +119,7 @@ def cli(*args, cwd):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--generator", SHIPPED, "--classes", "1,2"], "are for --generator biggan-deep"),
+    (["--generator", SHIPPED, "--classes", "1,2"], "only with a biggan-deep generator"),
     (["--generator", "biggan-deep-128", "--classes", "1000"], "--classes needs distinct indices"),
     (["--generator", "biggan-deep-128", "--truncation", "0"], "0 < truncation <= 1"),
     (["--generator", "biggan-deep-128", "--image-size", "4"], "8 <= image_size <= 512"),
@@ -159,10 +158,10 @@ sys.path.insert(0, {root!r})
 import pretrain
 train, stop = pretrain.train, int(os.environ.get("STOP_AT", "0"))
 
-def update(run, _real=pretrain.palmup_update):
+def update(run, logged, _real=pretrain.palmup_update):
     if run.step == stop:
         raise KeyboardInterrupt
-    return _real(run)
+    return _real(run, logged)
 
 def record(run):  # after training: what each rank holds
     train(run)
@@ -228,7 +227,8 @@ def test_an_interrupted_two_process_run_resumes(two_ranks, tmp_path):
     ckpt = torch.load(tmp_path / "runs" / "ddp" / "ckpt.pt", weights_only=True)
     assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 2
     assert not torch.equal(ckpt["ranks"][0]["buffer"]["obs"], ckpt["ranks"][1]["buffer"]["obs"])
-    done = torchrun(tmp_path, *DDP_ARGS, "--name", "ddp")
+    assert "--resume runs/ddp" in cut.stderr  # the command that continues it
+    done = torchrun(tmp_path, *DDP_ARGS, "--name", "ddp", "--resume", "runs/ddp")
     assert done.returncode == 0 and "resuming runs/ddp from update 4" in done.stdout, done.stderr[-3000:]
     whole, resumed = (torch.load(d / "runs" / "ddp" / "encoder.pt", weights_only=True)["state_dict"]
                       for d in (two_ranks[0], tmp_path))
@@ -237,5 +237,6 @@ def test_an_interrupted_two_process_run_resumes(two_ranks, tmp_path):
 
 
 def test_a_single_process_checkpoint_is_not_resumed_by_two():
+    import ddp
     with pytest.raises(ValueError, match="written by 1 process"):
-        runfiles.own_part({"step": 3}, rank=0, world_size=2)
+        ddp.own_part({"step": 3}, rank=0, world_size=2)
