@@ -199,20 +199,20 @@ class SAC(nn.Module):
         """Is SAC learning its task? () tensors from the last step (logged updates only):
         entropy_gap  entropy - |A| ln 2: 0 for the uniform policy on [-1, 1]^A, < 0 when it commits
         abs_action   mean |a| of the policy's actions on the batch's states (0.5 if uniform)
-        critic_r2    1 - MSE(Q, target) / Var(target): the share of the Bellman target the critic
-                     explains
-        reward_action_r2  adjusted R^2 of a least-squares fit of the reward on the actions and
-                     ||a||^2 / A: the share of the reward's variance the action explains (nan
-                     unless B > A + 2)"""
+        critic_r2    1 - MSE(Q, target) / Var(target): the share of the target the critic explains
+        reward_action_r2  adjusted R^2 of the reward's least-squares fit on a and ||a||^2 / A:
+                     the share of its variance the action explains (nan unless B > A + 2)"""
         s = self.last
         a, r = s["action"], s["reward"]  # (B, A), (B,)
         B, A = a.shape
-        ones = torch.ones(B, 1, device=a.device)
-        X = torch.cat([ones, a, a.pow(2).mean(1, keepdim=True)], 1)  # (B, A + 2)
+        X = torch.cat([a.new_ones(B, 1), a, a.pow(2).mean(1, keepdim=True)], 1)  # (B, A + 2)
+        ok = torch.isfinite(X).all() & torch.isfinite(r).all()  # diverged: nan, not an error
+        X, r = X.nan_to_num(0, 0, 0), r.nan_to_num(0, 0, 0)
         fit = torch.linalg.lstsq(X.cpu(), r.cpu()[:, None]).solution.to(a.device)  # (A + 2, 1)
         residual = r - (X @ fit).squeeze(1)  # (B,)
         r2 = 1 - residual.pow(2).sum() / (r - r.mean()).pow(2).sum().clamp_min(1e-12)
         adjusted = 1 - (1 - r2) * (B - 1) / (B - A - 2) if B > A + 2 else r2 * math.nan
+        adjusted = torch.where(ok, adjusted, math.nan)
         critic_error = (s["q_all"] - s["target"]).pow(2).mean()
         return {"entropy_gap": s["entropy"] - A * math.log(2),
                 "abs_action": s["policy_action"].abs().mean(),

@@ -142,12 +142,16 @@ def parse_config(cls, argv=None):
     return cfg
 
 
-def check_rules(cfg, who: str) -> None:
-    """Raise ConfigError naming the first failing rule of cfg.rules() or its nested configs'."""
+def check_rules(cfg, who: str, prefix: str = "") -> None:
+    """Raise ConfigError naming the first failing rule of cfg.rules() or its nested configs' (a
+    prefixed config's rule names its flags: "... needs updates >= 1 (the --sac-* flags)")."""
     for f in dataclasses.fields(cfg):
         if dataclasses.is_dataclass(getattr(cfg, f.name)):
-            check_rules(getattr(cfg, f.name), who)
-    require(cfg.rules() if hasattr(cfg, "rules") else {}, who)
+            check_rules(getattr(cfg, f.name), who, prefix + f.metadata.get("prefix", ""))
+    flags = f" (the --{prefix.replace('_', '-')}* flags)" if prefix else ""
+    for rule, ok in (cfg.rules() if hasattr(cfg, "rules") else {}).items():
+        if not ok:
+            raise ConfigError(f"{who} needs {rule}{flags}")
 
 
 def make_parser(cls) -> argparse.ArgumentParser:

@@ -135,19 +135,25 @@ def open_run(run, argv):
 
 def interrupted(run, argv) -> str:
     """The one line Ctrl-C prints: what was kept, and the exact command that continues."""
-    ckpt = run.dir / "ckpt.pt"
-    if (run.dir / "result.json").exists():
-        return f"interrupted after the run finished; {run.dir} is complete"
+    ckpt, where = run.dir / "ckpt.pt", f"at update {run.step}"
+    if (run.dir / "encoder.pt").exists():  # training had finished: the probe was cut
+        where = (f"during the linear probe ({run.dir}/encoder.pt is complete: python evaluate.py "
+                 f"{run.dir} scores it)")
     if not ckpt.exists():
-        return (f"interrupted at update {run.step}, before the first checkpoint (every "
+        return (f"interrupted {where}, before the first checkpoint (every "
                 f"{run.cfg.checkpoint_every} updates): nothing to resume in {run.dir}")
     args = list(sys.argv[1:] if argv is None else map(str, argv))
-    i = next((i for i, a in enumerate(args) if a.split("=")[0] == "--resume"), len(args))
-    del args[i:i + (2 if args[i:i + 1] == ["--resume"] else 1)]  # an earlier --resume (+ folder)
+    for i, a in enumerate(args):  # drop an earlier --resume
+        if a == "--resume":
+            del args[i:i + 2]
+            break
+        if a.startswith("--resume="):
+            del args[i]
+            break
     done = torch.load(ckpt, weights_only=True, map_location="cpu")["step"]
     launcher = "python pretrain.py" if run.world_size == 1 else \
         f"torchrun --nproc_per_node {run.world_size} pretrain.py"
-    return (f"interrupted at update {run.step}; continue from update {done} with: "
+    return (f"interrupted {where}; continue from update {done} with: "
             f"{launcher} {shlex.join([*args, '--resume', str(run.dir)])}")
 
 
@@ -173,7 +179,8 @@ def log_update(run, log: dict, bar) -> None:
     log = dict(zip(log, values[:-1]), update=run.step, time_s=round(wall(run), 2))
     run.metrics.append(log)
     if run.rank == 0:  # other ranks draw no progress bar
-        img_s = 2 * run.cfg.batch_size * (bar.n - bar.initial) / max(time.time() - bar.start_t, 1e-9)
+        seconds = max(time.time() - bar.start_t, 1e-9)
+        img_s = 2 * run.cfg.batch_size * (bar.n - bar.initial) / seconds
         bar.set_postfix(loss=f"{log['loss']:.3f}", reward=f"{log.get('reward', 0):.3f}",
                         alpha=f"{log.get('alpha', 0):.3f}", img_s=f"{img_s:.0f}")
     check_divergence(run, log, values[-1])

@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 
 from agent import SAC, SACConfig
-from common import (atomic_path, check_out, check_rules, check_threads, cli, make_parser,
-                    mean_std, pick_device, save_atomic, seed_everything, timed)
+from common import (atomic_path, check_out, check_threads, cli, mean_std, parse_config,
+                    pick_device, save_atomic, seed_everything, timed)
 from evaluate import cached_probe, load_encoder, random_encoder
-from generator import load_generator
+from gan import load_generator
 from world import WorldConfig, latent_step
 
 EVAL_SEED = 12345  # the evaluation episodes: the same for every agent and seed
@@ -385,26 +385,9 @@ def plot(rows: dict, refs: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def parse(argv=None) -> Config:
-    """The flags of Config, every rule of it and of its world and SAC checked (parse_config's
-    work), with each flag's default taken from Config(): its SAC settings are transfer's own,
-    where common.make_parser would show and use agent.SACConfig's class defaults."""
-    parser = make_parser(Config)
-    parser.set_defaults(**{"sac_" + k: v for k, v in dataclasses.asdict(Config().sac).items()})
-    flags = vars(parser.parse_intermixed_args(None if argv is None else [str(a) for a in argv]))
-    nested = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.type)}
-    for name, f in nested.items():  # world: the flags as named; sac: --sac-...
-        prefix = f.metadata.get("prefix", "")
-        flags[name] = f.type(**{g.name: flags.pop(prefix + g.name)
-                                for g in dataclasses.fields(f.type)})
-    cfg = Config(**flags)
-    check_rules(cfg, "transfer.py")
-    return cfg
-
-
 @cli
 def main(argv=None) -> dict:
-    cfg = parse(argv)
+    cfg = parse_config(Config, argv)
     check_threads(cfg.threads, "transfer.py")
     out = check_out(cfg.out, "dir")
     device = pick_device(cfg.device)

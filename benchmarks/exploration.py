@@ -1,5 +1,5 @@
-"""benchmarks/exploration.py — how much more diverse are the APT agent's frames than a uniform-random
-policy's, and how much could any explorer gain in this world?
+"""benchmarks/exploration.py — how much more diverse are the APT agent's frames than a
+uniform-random policy's, and how much could any explorer gain in this world?
 
 For each seed: trains Palm-up (a pretrain.Run stepped by pretrain.palmup_update, default settings)
 for `updates` encoder/SAC updates, then rolls out these explorers in fresh copies of the same world
@@ -54,8 +54,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import knn_spread  # noqa: E402
-from common import (ConfigError, cli, mean_std, parse_config, run_dir, seed_everything,  # noqa: E402
-                    timed)
+from common import (ConfigError, cli, mean_std, parse_config, require, run_dir,  # noqa: E402
+                    seed_everything, timed)
 from data import to_float  # noqa: E402
 from encoder import make_encoder  # noqa: E402
 from world import LatentWorld, latent_step  # noqa: E402
@@ -79,12 +79,14 @@ class Config:
     greedy_reference: int = 192  # greedy: recently visited frames in its kNN batch (num_envs +
     #                              this = APT's batch)
     extra: str = ""  # more pretrain.py flags for the training runs, e.g. "--sac-alpha 0.03"
-    explorers: str = "random,agent,corners,greedy,greedy-prior"  # which to roll out (+ greedy-blind,
-    #                                                               agent-prior)
-    curve_every: int = 50  # learning curve: agent vs random (1 episode each) every this many updates
+    explorers: str = "random,agent,corners,greedy,greedy-prior"  # which to roll out (+
+    #                                                               greedy-blind, agent-prior)
+    curve_every: int = 50  # learning curve: agent vs random (1 episode each) every this many
+    #                        updates
     jobs: int = 2  # runs trained in parallel processes of one torch thread each (2: a 2-core CPU)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = CUDA when present, else CPU
-    cost: bool = False  # only time one greedy step against one random-policy world update, then exit
+    cost: bool = False  # only time one greedy step against one random-policy world update, then
+    #                     exit
     cost_envs: int = 512  # --cost: envs stepped per update (512: the equal-budget CIFAR-10 runs)
     train: bool = False  # pretrain an encoder with each of --train-explorers choosing the world's
     #                      actions, then probe it
@@ -126,7 +128,7 @@ def greedy_actions(world: LatentWorld, encoder, reference: torch.Tensor, start: 
     before each step and after the last (steps + 1 floats)."""
     eps = world.peek_noise()  # (N, d): exactly the noise world.step will draw next
     if not knows_noise:
-        eps = torch.randn_like(eps)  # (N, d) an independent draw (the global stream, not the world's)
+        eps = torch.randn_like(eps)  # (N, d) an independent draw (torch's stream, not the world's)
 
     def step(a):
         return latent_step(world.z, a, eps, world.cfg)  # (N, d)
@@ -228,7 +230,8 @@ def measure(run: "pretrain.Run", visited: dict, k: int) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the same random-init encoder for every seed: a space no run shaped
         fixed = make_encoder("cnn", 32).to(run.device).eval()
-    spaces = {"pixels": lambda x: x.flatten(1), "random-init": fixed, "own": run.model.encoder.eval()}
+    spaces = {"pixels": lambda x: x.flatten(1), "random-init": fixed,
+              "own": run.model.encoder.eval()}
     out = {}
     for name, v in visited.items():
         n = len(v["frames"])
@@ -241,7 +244,7 @@ def measure(run: "pretrain.Run", visited: dict, k: int) -> dict:
     return out
 
 
-# ---- training runs: pretrain.py's loop with another update step -----------------------------------
+# ---- training runs: pretrain.py's loop with another update step ---------------------------------
 def pretrain_config(cfg: Config, *flags) -> "pretrain.Config":
     """pretrain.py's config for a run of this benchmark: --extra's flags, then its own (which win),
     every rule checked by parse_config."""
@@ -251,7 +254,8 @@ def pretrain_config(cfg: Config, *flags) -> "pretrain.Config":
 
 
 def fresh_name(base: str) -> str:
-    """base, else base-2, base-3, ...: the first name without a run folder (runs never reuse one)."""
+    """base, else base-2, base-3, ...: the first name without a run folder (runs never share
+    one)."""
     name, n = base, 1
     while run_dir(name).exists():
         n += 1
@@ -363,7 +367,7 @@ def run_all(fn, jobs: list[tuple], names: list[str], parallel: int) -> list:
     return [result for _, result in outcomes]
 
 
-# ---- --cost ---------------------------------------------------------------------------------------
+# ---- --cost --------------------------------------------------------------------------------------
 def cost(cfg: Config, reps: int = 3) -> None:
     """Median seconds of one greedy-prior action choice for cfg.cost_envs envs (what a
     greedy-explorer world would add to each update) and of one whole update of the random-policy
@@ -384,7 +388,8 @@ def cost(cfg: Config, reps: int = 3) -> None:
         encoder.train()
 
     times = {}
-    for name, fn in (("random-policy world, one update", lambda: pretrain.baseline_update(run, False)),
+    for name, fn in (("random-policy world, one update",
+                      lambda: pretrain.baseline_update(run, False)),
                      (f"greedy-prior action choice, {cfg.greedy_steps} steps", greedy)):
         fn()  # warm-up
         runs = []
@@ -399,7 +404,7 @@ def cost(cfg: Config, reps: int = 3) -> None:
     print(f"a greedy-explorer world would make each update {(base + extra) / base:.1f}x as long")
 
 
-# ---- --train --------------------------------------------------------------------------------------
+# ---- --train -------------------------------------------------------------------------------------
 def from_result(r: dict) -> dict:
     """A --train run's result.json -> {"val": %, "test": %, "wall_s": s}."""
     return {"val": 100 * r["linear_probe_val"], "test": 100 * r["linear_probe"],
@@ -504,8 +509,10 @@ def main(argv=None) -> None:
     configs = [pretrain_config(cfg, "--name", name, "--updates", cfg.updates, "--seed", seed,
                                "--no-probe", "--checkpoint-every", cfg.updates)
                for seed, name in zip(seeds, names)]  # no checkpoints: the benchmark never resumes
-    results = run_all(run_seed, [(cfg, pc, explorers) for pc in configs], names, cfg.jobs)
     pc = configs[0]
+    require({"k < num_envs x horizon (the frames of one episode)":
+             cfg.k < pc.num_envs * pc.world.horizon}, "exploration.py")
+    results = run_all(run_seed, [(cfg, c, explorers) for c in configs], names, cfg.jobs)
     frames = cfg.episodes * pc.num_envs * pc.world.horizon
     print(f"\n{len(seeds)} seeds ({','.join(map(str, seeds))}), {cfg.updates} Palm-up updates; "
           f"each explorer visits {cfg.episodes} episodes x {pc.num_envs} envs x "

@@ -1,11 +1,14 @@
-"""benchmarks/scaling.py — pretrain.py's throughput with 1, 2, ... processes under torchrun (docs/scale.md).
+"""benchmarks/scaling.py — pretrain.py's throughput with 1, 2, ... processes under torchrun
+(docs/scale.md).
 
-Each row launches `python -m torch.distributed.run --nproc_per_node N pretrain.py ...` (gloo on CPUs, NCCL on
-GPUs) in a temporary folder and reads the training loop's times from the run's metrics.csv. Every process
-does a full update on its own batch and envs, so N processes do N x batch-size pairs per update.
+Each row launches `python -m torch.distributed.run --nproc_per_node N pretrain.py ...` (gloo on
+CPUs, NCCL on GPUs) in a temporary folder and reads the training loop's times from the run's
+metrics.csv. Every process does a full update on its own batch and envs, so N processes do N x
+batch-size pairs per update.
 
-    python benchmarks/scaling.py                                  # 1 and 2 gloo processes, < 1 min on a 2-core x86 CPU
-    python benchmarks/scaling.py --device cuda --nprocs 1 2 4 8 --batch-size 256 --num-envs 64 --updates 200
+    python benchmarks/scaling.py             # 1 and 2 gloo processes, < 1 min on a 2-core x86 CPU
+    python benchmarks/scaling.py --device cuda --nprocs 1 2 4 8 --batch-size 256 --num-envs 64 \\
+        --updates 200
 """
 import os, platform, subprocess, sys, tempfile
 from dataclasses import dataclass, field
@@ -13,17 +16,24 @@ from pathlib import Path
 from typing import Literal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import ROOT, parse_config  # noqa: E402
+from common import ROOT, cli, parse_config  # noqa: E402
 
 
 @dataclass
 class Config:
     nprocs: list[int] = field(default_factory=lambda: [1, 2])  # process counts, one row each
-    updates: int = 30  # encoder updates per run (the first 10 are left out of the rate as warm-up)
+    updates: int = 30  # encoder updates per run (the first 10 are left out of the rate: warm-up)
     batch_size: int = 64  # pairs per update and process
     num_envs: int = 16  # envs per process
-    device: Literal["cpu", "cuda"] = "cpu"  # cpu: gloo, one thread per process; cuda: NCCL, one GPU per process
-    generator: str = str(ROOT / "checkpoints" / "embedded_gan.pt")  # the world (pretrain.py --generator)
+    device: Literal["cpu", "cuda"] = "cpu"  # cpu: gloo, one thread per process; cuda: NCCL, one
+    #                                         GPU per process
+    generator: str = str(ROOT / "checkpoints" / "embedded_gan.pt")  # the world (pretrain.py
+    #                                                                  --generator)
+
+    def rules(self) -> dict:
+        return {"updates >= 20 (two logged updates after the warm-up)": self.updates >= 20,
+                "at least one process count, each >= 1":
+                    bool(self.nprocs) and min(self.nprocs) >= 1}
 
 
 def cpu_name() -> str:
@@ -37,37 +47,46 @@ def cpu_name() -> str:
 
 
 def measure(cfg: Config, n: int) -> dict:
-    """One torchrun launch -> updates/s (after warm-up) and pairs/s of the whole job."""
+    """One torchrun launch in a fresh temporary folder -> updates/s (after warm-up) and pairs/s of
+    the whole job."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
-               str(ROOT / "pretrain.py"), "--generator", cfg.generator, "--updates", str(cfg.updates),
-               "--batch-size", str(cfg.batch_size), "--num-envs", str(cfg.num_envs), "--device", cfg.device,
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               str(n), str(ROOT / "pretrain.py"), "--generator", cfg.generator,
+               "--updates", str(cfg.updates), "--batch-size", str(cfg.batch_size),
+               "--num-envs", str(cfg.num_envs), "--device", cfg.device,
                "--checkpoint-every", str(cfg.updates), "--no-probe", "--name", "scaling"]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            sys.exit(f"error: {n} processes failed: {proc.stderr.strip().splitlines()[-1:]}")
-        metrics = [line.split(",") for line in (Path(tmp) / "runs/scaling/metrics.csv").read_text().splitlines()]
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            errors = [line for line in lines if line.startswith("error:")]
+            last = (errors or lines or ["no output"])[-1].strip()[:300]
+            sys.exit(f"error: the run with {n} processes failed (exit status {proc.returncode}): "
+                     f"{last}")
+        metrics = [line.split(",") for line in
+                   (Path(tmp) / "runs/scaling/metrics.csv").read_text().splitlines()]
         col = {k: i for i, k in enumerate(metrics[0])}
-        rows = [(float(r[col["update"]]), float(r[col["time_s"]])) for r in metrics[1:]]  # logged every 10 updates
+        # (update, seconds) of each logged update (every 10th)
+        rows = [(float(r[col["update"]]), float(r[col["time_s"]])) for r in metrics[1:]]
     (u0, t0), (u1, t1) = rows[0], rows[-1]
     rate = (u1 - u0) / (t1 - t0)
     return {"n": n, "updates_s": rate, "pairs_s": rate * n * cfg.batch_size}
 
 
+@cli
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv)
-    if cfg.updates < 20 or not cfg.nprocs or min(cfg.nprocs) < 1:
-        sys.exit("error: scaling needs --updates >= 20 and process counts >= 1")
-    print(f"{cpu_name()}, {os.cpu_count()} logical cores | device {cfg.device} | per process: batch "
-          f"{cfg.batch_size} pairs, {cfg.num_envs} envs, 1 thread | updates {cfg.updates} (rate over updates "
-          f"10..{cfg.updates // 10 * 10})\n")
-    print("| processes | updates/s | pairs/s (all processes) | pairs/s vs the first row |\n|---|---|---|---|")
+    print(f"{cpu_name()}, {os.cpu_count()} logical cores | device {cfg.device} | per process: "
+          f"batch {cfg.batch_size} pairs, {cfg.num_envs} envs, 1 thread | updates {cfg.updates} "
+          f"(rate over updates 10..{cfg.updates // 10 * 10})\n")
+    print("| processes | updates/s | pairs/s (all processes) | pairs/s vs the first row |\n"
+          "|---|---|---|---|")
     first = None
     for n in cfg.nprocs:
         r = measure(cfg, n)
         first = first or r["pairs_s"]
-        print(f"| {n} | {r['updates_s']:.2f} | {r['pairs_s']:.0f} | {r['pairs_s'] / first:.2f}x |", flush=True)
+        print(f"| {n} | {r['updates_s']:.2f} | {r['pairs_s']:.0f} | {r['pairs_s'] / first:.2f}x |",
+              flush=True)
 
 
 if __name__ == "__main__":

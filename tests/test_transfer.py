@@ -10,7 +10,7 @@ import torch
 import transfer
 from encoder import make_encoder
 from generator import save_generator
-from common import CHECKPOINTS
+from common import CHECKPOINTS, parse_config
 from world import WorldConfig, latent_step
 
 
@@ -171,12 +171,12 @@ def test_bad_inputs_give_one_clear_error(tiny_G, tmp_path, what, message):
 def test_flags_default_to_transfers_own_sac_settings():
     """--sac-* default to transfer.Config's SAC settings, not to agent.SACConfig's; the world's
     flags keep their names."""
-    cfg = transfer.parse([])
+    cfg = parse_config(transfer.Config, [])
     assert cfg == transfer.Config()
     assert (cfg.sac.hidden, cfg.sac.gamma, cfg.sac.alpha, cfg.sac.lr_actor, cfg.sac.lr_critic,
             cfg.sac.autotune, cfg.sac.reward_norm, cfg.sac.updates) == (
         128, 0.5, 1e-3, 1e-3, 3e-3, True, False, 1)
-    cfg = transfer.parse(["--sac-hidden", "16", "--sac-gamma", "0.7", "--no-sac-autotune",
+    cfg = parse_config(transfer.Config, ["--sac-hidden", "16", "--sac-gamma", "0.7", "--no-sac-autotune",
                           "--mix", "0.3", "--horizon", "8"])
     assert (cfg.sac.hidden, cfg.sac.gamma, cfg.sac.autotune, cfg.sac.lr_actor) == (
         16, 0.7, False, 1e-3)
