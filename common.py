@@ -154,6 +154,17 @@ def check_rules(cfg, who: str, prefix: str = "") -> None:
             raise ConfigError(f"{who} needs {rule}{flags}")
 
 
+def integer(text: str) -> int:
+    """An int flag's value: 100, or 1e9 / 1e+05 where it is a whole number."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        if not value.is_integer():
+            raise
+        return int(value)
+
+
 def make_parser(cls) -> argparse.ArgumentParser:
     """argparse flags from a dataclass: --field value; bools --flag / --no-flag; Literal fields take
     only their choices; list fields take several values; metadata {"positional": True} makes a
@@ -170,7 +181,7 @@ def make_parser(cls) -> argparse.ArgumentParser:
         elif typing.get_origin(f.type) is list:
             kw.update(nargs="*", type=typing.get_args(f.type)[0])
         else:
-            kw["type"] = type(default)
+            kw["type"] = integer if type(default) is int else type(default)
         if f.metadata.get("positional"):
             p.add_argument(name, metavar=name.upper(), **{"nargs": "*", **kw})
         else:
@@ -227,7 +238,8 @@ def load_checkpoint(path, kind: str, keys=(), map_location="cpu") -> dict:
         raise ValueError(f"{kind} checkpoint {path} is corrupt or not a torch file: "
                          f"{first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
-        raise ValueError(f"{path} is not the {kind} checkpoint it should be (no kind={kind!r})")
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ValueError(f"{path} is not {article} {kind} checkpoint (no kind={kind!r} entry)")
     missing = [k for k in keys if k not in ckpt]
     if missing or not isinstance(ckpt.get("config", {}), dict):
         raise ValueError(f"{kind} checkpoint {path} lacks {', '.join(missing) or 'a config dict'}")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from common import (atomic_path, check_out, check_threads, load_checkpoint, load_weights, mean_std,
-                    parse_config, pick_device, require, save_atomic)
+from common import (ConfigError, atomic_path, check_out, check_threads, cli, load_checkpoint,
+                    load_weights, mean_std, parse_config, pick_device, save_atomic)
 from data import CACHE, check_classes, load_splits
 from encoder import make_encoder
 from probe import (extract_features, knn_probe, linear_probe, linear_probe_features,  # noqa: F401
@@ -27,8 +27,8 @@ from probe import (extract_features, knn_probe, linear_probe, linear_probe_featu
 @dataclass
 class Config:
     runs: list[str] = field(default_factory=list, metadata={"positional": True})  # run folders
-    #                 (or encoder.pt files) of pretrain.py; folders without an encoder are skipped
-    #                 with a note
+    #                 (or encoder.pt files) of pretrain.py, each once; folders without an encoder
+    #                 are skipped with a note
     data: str = ""  # "embedded", "cifar10" or an ImageFolder path with train/ and test/;
     #                 "" = the first run's data
     download: bool = False  # only with --data cifar10: let torchvision download CIFAR-10
@@ -47,6 +47,14 @@ class Config:
     seed: int = 0  # seed of the validation split and of the random-init reference encoder
     recompute: bool = False  # ignore cached probe_<data>.json results (in each run folder, else
     #                          under runs/probes/)
+
+    def rules(self) -> dict:
+        """evaluate.py's flags, checked once by parse_config (NaN fails every comparison)."""
+        check_threads(self.threads, "evaluate.py")
+        return {"batch_size >= 1": self.batch_size >= 1, "k >= 1": self.k >= 1,
+                "temperature > 0": self.temperature > 0, "0 < val_frac < 1": 0 < self.val_frac < 1,
+                "max_iter >= 1": self.max_iter >= 1,
+                "--out ending in .png": not self.out or self.out.endswith(".png")}
 
 
 # L2 grid, strongest first; picked on a val split (Kornblith 2019)
@@ -177,51 +185,47 @@ def bar_chart(groups: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+@cli
 def main(argv=None) -> None:
-    cfg = parse_config(Config, argv)
-    try:
-        check_threads(cfg.threads, "evaluate.py")
-        require({"batch_size >= 1": cfg.batch_size >= 1, "k >= 1": cfg.k >= 1,
-                 "temperature > 0": cfg.temperature > 0, "0 < val_frac < 1": 0 < cfg.val_frac < 1,
-                 "max_iter >= 1": cfg.max_iter >= 1,
-                 "--out ending in .png": not cfg.out or cfg.out.endswith(".png")},
-                "evaluate.py")
-        device = pick_device(cfg.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        runs = []  # (checkpoint path, meta): every checkpoint is checked before any probing
-        for arg in cfg.runs:
-            p = Path(arg)
-            # e.g. runs/world from `python world.py`
-            if p.is_dir() and not (p / "encoder.pt").is_file():
-                print(f"skipping {p} (no encoder.pt: not a finished pretrain.py run)",
-                      file=sys.stderr)
-                continue
-            if p.is_file() and p.suffix != ".pt":  # e.g. runs/probe_embedded.png caught by `runs/*`
-                print(f"skipping {p} (not a run folder)", file=sys.stderr)
-                continue
-            path = p / "encoder.pt" if p.is_dir() or not p.exists() else p
-            runs.append((path, load_encoder(path)[1]))
-        data = cfg.data or (runs[0][1]["config"].get("data", "embedded") if runs else "embedded")
-        builtin = data in ("embedded", "cifar10")
-        tag, data_id = ((data, data) if builtin
-                        else (Path(data).resolve().name, str(Path(data).resolve())))
-        top = runs[0][0].parent.parent if runs and in_run_folder(runs[0][0]) else Path("runs")
-        # all outputs checked before any probe
-        out = check_out(cfg.out or top / f"probe_{tag}.png", "file")
-        # the runs' architectures
-        archs = sorted({(m["encoder"], m["width"]) for _, m in runs}) or [("cnn", 32)]
-        references = {"raw pixels": lambda: None} | {
-            f"random-init {name}-{width}":
-                lambda name=name, width=width: random_encoder(name, width, cfg.seed).to(device)
-            for name, width in archs}
-        for cache in ([cache_path(path, tag) for path, _ in runs]
-                      + [reference_cache(tag, r) for r in references]):
-            check_out(cache, "file", "probe cache")
-        splits = load_data(data, cfg.download)
-        (_, y_tr), (_, y_te) = splits
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit("error: " + " ".join(str(e).splitlines()))  # one line, no traceback
+    cfg = parse_config(Config, argv)  # every flag checked here (Config.rules)
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    runs = []  # (checkpoint path, meta): every checkpoint is checked before any probing
+    given = {}  # resolved encoder path -> the argument that named it
+    for arg in cfg.runs:
+        p = Path(arg)
+        # e.g. runs/world from `python world.py`
+        if p.is_dir() and not (p / "encoder.pt").is_file():
+            print(f"skipping {p} (no encoder.pt: not a finished pretrain.py run)", file=sys.stderr)
+            continue
+        if p.is_file() and p.suffix != ".pt":  # e.g. runs/probe_embedded.png caught by `runs/*`
+            print(f"skipping {p} (not a run folder)", file=sys.stderr)
+            continue
+        path = p / "encoder.pt" if p.is_dir() or not p.exists() else p
+        if path.resolve() in given:  # one run twice would count as two seeds of its method
+            raise ConfigError(f"{arg} and {given[path.resolve()]} are the same run "
+                              f"({path.resolve()}): give each run once")
+        given[path.resolve()] = arg
+        runs.append((path, load_encoder(path)[1]))
+    data = cfg.data or (runs[0][1]["config"].get("data", "embedded") if runs else "embedded")
+    builtin = data in ("embedded", "cifar10")
+    tag, data_id = ((data, data) if builtin
+                    else (Path(data).resolve().name, str(Path(data).resolve())))
+    top = runs[0][0].parent.parent if runs and in_run_folder(runs[0][0]) else Path("runs")
+    # all outputs checked before any probe
+    out = check_out(cfg.out or top / f"probe_{tag}.png", "file")
+    # the runs' architectures
+    archs = sorted({(m["encoder"], m["width"]) for _, m in runs}) or [("cnn", 32)]
+    references = {"raw pixels": lambda: None} | {
+        f"random-init {name}-{width}":
+            lambda name=name, width=width: random_encoder(name, width, cfg.seed).to(device)
+        for name, width in archs}
+    for cache in ([cache_path(path, tag) for path, _ in runs]
+                  + [reference_cache(tag, r) for r in references]):
+        check_out(cache, "file", "probe cache")
+    splits = load_data(data, cfg.download)
+    (_, y_tr), (_, y_te) = splits
     settings = {"data": data_id, "fingerprint": fingerprint(splits), "n_train": len(y_tr),
                 "n_test": len(y_te),
                 **{f: getattr(cfg, f)

@@ -28,10 +28,22 @@ MAY_CHANGE = ("name", "resume", "updates", "checkpoint_every", "snapshots", "pro
 def rules(cfg) -> dict:
     """pretrain.Config's flags, checked once by parse_config (NaN fails every comparison)."""
     biggan = cfg.generator.startswith("biggan-deep-")
-    frame_bytes = 2 * 3 * cfg.image_size ** 2 + 4 * 1024  # two uint8 frames + an action of <= 1024
+    S, ram = cfg.image_size, memory_bytes()
+    # What the sizes would take, before anything is allocated (orders of magnitude, measured on
+    # the CPU): a transition holds two uint8 frames and an action of <= 1024 floats; the encoder
+    # keeps ~48 B per pixel and base channel of each of the 2B images for its backward; decoding a
+    # reset's 2N frames takes ~64 float frames each.
+    buffer = cfg.buffer_size * (2 * 3 * S * S + 4 * 1024)
+    encoder = 2 * cfg.batch_size * 48 * cfg.width * S * S
+    world = 2 * cfg.num_envs * 64 * 3 * S * S * 4
+    fits = f"<= this machine's {ram / 2 ** 30:.0f} GiB of memory"
     if cfg.name:
         run_dir(cfg.name)  # letters, digits, . _ - only
     return {
+        f"the replay buffer (buffer_size x {buffer // cfg.buffer_size} B) {fits}": buffer <= ram,
+        f"the encoder's activations (~2 x batch_size x 48 x width x image_size^2 B) {fits}":
+            encoder <= ram,
+        f"the world's frames (~2 x num_envs x 64 x 3 x image_size^2 x 4 B) {fits}": world <= ram,
         "updates >= 1": cfg.updates >= 1, "2 <= batch_size <= 65536": 2 <= cfg.batch_size <= 65536,
         "1e-3 <= temperature <= 10": 1e-3 <= cfg.temperature <= 10, "0 < lr <= 1": 0 < cfg.lr <= 1,
         "1 <= width <= 1024": 1 <= cfg.width <= 1024,
@@ -39,7 +51,6 @@ def rules(cfg) -> dict:
         "1 <= num_envs <= 65536": 1 <= cfg.num_envs <= 65536,
         "1 <= apt_k < batch_size": 1 <= cfg.apt_k < cfg.batch_size,
         "num_envs <= buffer_size": cfg.num_envs <= cfg.buffer_size,
-        f"buffer_size x {frame_bytes} B <= 64 GiB": cfg.buffer_size * frame_bytes <= 64 * 2 ** 30,
         "0 <= warmup <= 10**5": 0 <= cfg.warmup <= 10 ** 5,
         "0 <= genrep_sigma < inf": 0 <= cfg.genrep_sigma < math.inf,
         "checkpoint_every >= 1": cfg.checkpoint_every >= 1,
@@ -52,6 +63,14 @@ def rules(cfg) -> dict:
         "8 <= image_size <= 512": 8 <= cfg.image_size <= 512,
         "--classes, --truncation, --image-size only with a biggan-deep generator":
             biggan or (not cfg.classes and cfg.truncation == 1 and cfg.image_size == 32)}
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (a large number where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2 ** 50
 
 
 def parse_snapshots(spec: str) -> set[int]:
@@ -143,13 +162,8 @@ def interrupted(run, argv) -> str:
         return (f"interrupted {where}, before the first checkpoint (every "
                 f"{run.cfg.checkpoint_every} updates): nothing to resume in {run.dir}")
     args = list(sys.argv[1:] if argv is None else map(str, argv))
-    for i, a in enumerate(args):  # drop an earlier --resume
-        if a == "--resume":
-            del args[i:i + 2]
-            break
-        if a.startswith("--resume="):
-            del args[i]
-            break
+    i = next((i for i, a in enumerate(args) if a.split("=")[0] == "--resume"), len(args))
+    del args[i:i + (2 if args[i:i + 1] == ["--resume"] else 1)]  # an earlier --resume (+ folder)
     done = torch.load(ckpt, weights_only=True, map_location="cpu")["step"]
     launcher = "python pretrain.py" if run.world_size == 1 else \
         f"torchrun --nproc_per_node {run.world_size} pretrain.py"

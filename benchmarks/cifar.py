@@ -122,11 +122,16 @@ def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
     runs; then any failure ends the command in one line naming each failed run and its log."""
     RUNS.mkdir(exist_ok=True)
     todo = [(n, f) for n, f in jobs if not (RUNS / n / "result.json").exists()]
-    running, failed = [], []
+    running, failed = [], {}  # failed: run name -> why
+    for name, _ in todo:
+        if (RUNS / name).exists() and not (RUNS / name / "ckpt.pt").exists():
+            failed[name] = (f"it stopped before its first checkpoint (no ckpt.pt, no result.json): "
+                            f"remove runs/{name} to train it anew")
+    todo = [(n, f) for n, f in todo if n not in failed]
     while todo or running:
         while todo and len(running) < cfg.parallel:
             name, flags = todo.pop(0)
-            resume = ["--resume", str(RUNS / name)] if (RUNS / name / "ckpt.pt").exists() else []
+            resume = ["--resume", str(RUNS / name)] if (RUNS / name).exists() else []
             cmd = [sys.executable, str(ROOT / "pretrain.py"), "--name", name, "--data", cfg.data,
                    "--generator", cfg.generator, "--updates", str(cfg.updates),
                    "--device", cfg.device, *flags, *shlex.split(cfg.extra), *resume]
@@ -142,13 +147,13 @@ def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
                 running.remove(job)
                 log.close()
                 if proc.returncode != 0:
-                    failed.append(name)
+                    failed[name] = f"{last_line(name)} (runs/{name}.log)"
                 print(f"{name}: {'ok' if proc.returncode == 0 else f'FAILED (runs/{name}.log)'} "
                       f"({time.time() - t:.0f} s)", flush=True)
         time.sleep(0.5)
     if failed:
-        sys.exit("error: " + "; ".join(f"run runs/{name} failed: {last_line(name)} "
-                                       f"(runs/{name}.log)" for name in failed))
+        sys.exit("error: " + "; ".join(f"run runs/{name} failed: {why}"
+                                       for name, why in failed.items()))
 
 
 def last_line(name: str) -> str:

@@ -1,6 +1,7 @@
 """check.py — self-checks of the classroom exercises (exercises/README.md).
 
     python exercises/check.py N      # N = 1..6: checks exercises/exN_*.py; exit 0 when it is done
+    python exercises/check.py --help # the list of exercises
 
 Each check prints the evidence it measured, or ONE message that says what is missing or wrong and
 where to look, and exits non-zero. Tests point a check at another module (e.g. a reference solution
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's flat top level: `import pretrain`, `import agent`
+from common import cli  # noqa: E402  (after the path: common.py lives at the top level)
 
 SHIPPED_G = ROOT / "checkpoints" / "embedded_gan.pt"
 FILES = {1: "ex1_infonce.py", 2: "ex2_apt.py", 3: "ex3_world.py", 4: "ex4_sac_bug.py",
@@ -696,17 +698,32 @@ def run_check(n: int, module, **options) -> bool:
     return True
 
 
+def usage() -> str:
+    """--help's text: the command and the six exercises."""
+    lines = [f"  {n}  {TITLES[n]} (exercises/{FILES[n]})" for n in FILES]
+    return ("usage: python exercises/check.py N\n\n"
+            "Checks exercise N of exercises/README.md: prints the evidence it measured and PASSED\n"
+            "(exit status 0), or one message saying what is missing or wrong (exit status 1).\n\n"
+            "N:\n" + "\n".join(lines))
+
+
+@cli
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv in (["-h"], ["--help"]):
+        print(usage())
+        return
     if len(argv) != 1 or argv[0] not in {str(n) for n in FILES}:
-        sys.exit("usage: python exercises/check.py N   (N = 1..6, see exercises/README.md)")
+        sys.exit(f"error: give an exercise number 1-{len(FILES)} (usage: python "
+                 f"exercises/check.py N; --help lists them)")
     torch.set_num_threads(1)  # small tensors, shared 2-core machine: one thread is fastest
     n = int(argv[0])
     with in_dir(ROOT):  # runs/ and checkpoints/ are relative to the repository root
         try:
             module = load_exercise(n)
-        except Exception as e:
-            sys.exit(f"exercises/{FILES[n]} does not import: {type(e).__name__}: {e}")
+        except Exception as e:  # the student's file: a syntax error, a bad import, ...
+            why = " ".join(f"{type(e).__name__}: {e}".split())
+            sys.exit(f"error: exercises/{FILES[n]} does not import: {why}")
         ok = run_check(n, module)
     sys.exit(0 if ok else 1)
 

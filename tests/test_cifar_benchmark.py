@@ -260,22 +260,26 @@ if name.endswith("bad"):
 def test_launch_skips_finished_runs_resumes_interrupted_ones_and_names_a_failed_one(
         tmp_path, monkeypatch, capsys):
     """A stand-in pretrain.py records each command: the finished run is not launched, the
-    interrupted one gets --resume, and the failed one ends the command, after the others ran, in
-    one line naming it and its log."""
+    interrupted one gets --resume, one stopped before its first checkpoint is not launched, and the
+    failures end the command, after the others ran, in one line naming each run (and its log)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "pretrain.py").write_text(FAKE_PRETRAIN)
     monkeypatch.setattr(cifar, "ROOT", tmp_path / "fake")
-    for name, file in (("t_done", "result.json"), ("t_stopped", "ckpt.pt")):
+    for name, file in (("t_done", "result.json"), ("t_stopped", "ckpt.pt"), ("t_early", "")):
         (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / file).write_text("")
+        if file:
+            (tmp_path / "runs" / name / file).write_text("")
     cfg = parse_config(cifar.Config, ["--parallel", "2", "--extra", "--width 4"])
-    jobs = [(name, ["--seed", "0"]) for name in ("t_done", "t_stopped", "t_bad", "t_new")]
+    names = ("t_done", "t_stopped", "t_early", "t_bad", "t_new")
     with pytest.raises(SystemExit) as stop:
-        cifar.launch(jobs, cfg)
-    assert str(stop.value.code) == ("error: run runs/t_bad failed: error: the loss diverged at "
-                                    "update 7 (runs/t_bad.log)")
+        cifar.launch([(name, ["--seed", "0"]) for name in names], cfg)
+    assert str(stop.value.code) == (
+        "error: run runs/t_early failed: it stopped before its first checkpoint (no ckpt.pt, no "
+        "result.json): remove runs/t_early to train it anew; run runs/t_bad failed: error: the "
+        "loss diverged at update 7 (runs/t_bad.log)")
     assert not (tmp_path / "call_t_done.json").exists()
+    assert not (tmp_path / "call_t_early.json").exists()
     stopped = json.loads((tmp_path / "call_t_stopped.json").read_text())
     assert stopped[-4:] == ["--width", "4", "--resume", "runs/t_stopped"]
     new = json.loads((tmp_path / "call_t_new.json").read_text())

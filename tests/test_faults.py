@@ -581,7 +581,7 @@ def test_the_readmes_generator_command_leaves_the_shipped_checkpoints_alone(tmp_
         again = run("generator.py", "--data", folder, "--steps", "3", "--name", "test_gan_readme",
                     cwd=ROOT)
         # a second run never replaces the first silently
-        assert "exists; pass --overwrite" in cli_error(again)
+        assert "exists: every training run gets a folder of its own" in cli_error(again)
     finally:
         import shutil
         shutil.rmtree(ROOT / "runs" / "test_gan_readme", ignore_errors=True)
