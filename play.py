@@ -420,6 +420,10 @@ def setup(cfg: Config, named=frozenset()):
                                 "(pretrain.py writes runs/<name>/)")
     if cfg.run:
         encoder, meta = load_encoder(cfg.run, device)
+        theirs = meta["config"].get("generator", "")
+        if theirs and Path(str(theirs)).resolve() != Path(cfg.generator).resolve():
+            raise ConfigError(f"--run {cfg.run} explored the world of {theirs}, not of "
+                              f"{cfg.generator}: pass --generator {theirs}")
         cfg = run_world(cfg, meta, named)
     else:
         encoder = random_encoder().to(device)

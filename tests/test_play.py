@@ -266,3 +266,12 @@ def test_the_figure_handles_key_events_and_sliders(tiny_G, tmp_path):
     assert game.ep.label == 2 and len(game.episodes) == 2
     window.fig.canvas.draw()
     plt.close(window.fig)
+
+
+def test_a_run_of_another_world_is_refused(tmp_path, tiny_ckpt):
+    """An agent that explored another generator's world would race in a world it never saw."""
+    fake_run(tmp_path / "run", encoder_config={"generator": "checkpoints/cifar10_gan.pt"})
+    msg = error_of(["--run", tmp_path / "run", "--generator", tiny_ckpt, "--script", "ww",
+                    "--out", tmp_path / "x.gif"])
+    assert "explored the world of checkpoints/cifar10_gan.pt" in msg
+    assert not (tmp_path / "x.gif").exists()
