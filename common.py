@@ -261,6 +261,14 @@ RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 MAX_NAME = 100  # characters of a run name (file systems take 255 bytes per path component)
 
 
+def shipped(path) -> Path:
+    """A relative path missing here but present in the repository (the shipped checkpoints/, when
+    a script runs from another folder) -> the repository's file; any other path as it is."""
+    path = Path(path)
+    return ROOT / path if not path.is_absolute() and not path.exists() and (ROOT / path).exists() \
+        else path
+
+
 def run_dir(name: str, root: str = "runs") -> Path:
     """runs/<name>: one path component of at most MAX_NAME letters, digits, . _ - (not . or ..)."""
     if len(name) > MAX_NAME:

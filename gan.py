@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import load_checkpoint, load_weights, save_atomic
+from common import load_checkpoint, load_weights, save_atomic, shipped
 
 
 class ConditionalBatchNorm(nn.BatchNorm2d):
@@ -71,6 +71,7 @@ def load_generator(path, device="cpu", classes: str = "", truncation: float = 1.
         from biggan import is_biggan, load_biggan
         if is_biggan(path):
             return load_biggan(str(path), device, classes, truncation, image_size)
+    path = shipped(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"generator checkpoint {path} not found "
                                 f"(train one with `python generator.py`)")

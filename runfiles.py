@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from common import (ConfigError, RunLock, atomic_path, load_checkpoint, pick_device,
-                    require_finite_weights, run_dir, save_atomic, timed)
+                    require_finite_weights, run_dir, save_atomic, shipped, timed)
 from data import check_classes
 
 # What --resume may change; every other field must match the checkpoint's.
@@ -173,7 +173,7 @@ def interrupted(run, argv) -> str:
 
 def generator_id(path) -> str:
     """The world's generator as a checkpoint remembers it: its file's content hash, or its name."""
-    path = Path(path)
+    path = shipped(path)
     if not path.is_file():
         return str(path)
     with open(path, "rb") as fh:

@@ -113,7 +113,10 @@ class Config:
                 "budgets: comma-separated integers >= 1":
                     INTEGERS.fullmatch(self.budgets) and "0" not in self.budgets.split(","),
                 "emas, mixes: comma-separated numbers":
-                    all(NUMBERS.fullmatch(s) for s in (self.emas, self.mixes))}
+                    all(NUMBERS.fullmatch(s) for s in (self.emas, self.mixes)),
+                "prefix: letters, digits, . _ - (runs/<prefix>_... stay under runs/)":
+                    re.fullmatch(r"[A-Za-z0-9._-]{1,60}", self.prefix) is not None
+                    and ".." not in self.prefix}
 
 
 def launch(jobs: list[tuple[str, list[str]]], cfg: Config) -> None:
