@@ -379,10 +379,3 @@ class Stopwatch:
         sync()
         seconds = (self.every if self.cuda else 1) * (time.perf_counter() - t)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-
-def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
-    """'m' for one value, 'm ± s' (sample std, n - 1) for several, after multiplying by scale."""
-    v = torch.tensor(values, dtype=torch.float64) * scale
-    m = round(v.mean().item(), digits) + 0.0  # + 0.0: a mean rounding to zero prints 0.0, not -0.0
-    return f"{m:.{digits}f}" if len(v) == 1 else f"{m:.{digits}f} ± {v.std():.{digits}f}"

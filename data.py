@@ -22,16 +22,14 @@ CACHE = ROOT / "data"  # generated / decoded datasets are cached here (git-ignor
 
 
 def check_classes(a: list, b: list, what_a: str, what_b: str) -> None:
-    """The one class-list check: label i must mean the same class in both,
-    so the lists must be equal."""
+    """The one class-list check: label i must mean the same class in both lists."""
     if list(a) != list(b):
         raise ValueError(f"class lists differ: {what_a} has {list(a)}, {what_b} has {list(b)}; "
                          f"label i must mean the same class in both")
 
 
 def load_splits(data: str, download: bool = False):
-    """-> (train, test), each (x, y, classes) as load_split returns it,
-    their class lists checked to match."""
+    """-> (train, test), each (x, y, classes) as load_split returns it, class lists checked."""
     train, test = load_split(data, "train", download), load_split(data, "test", download)
     check_classes(train[2], test[2], f"{data} train/", f"{data} test/")
     return train, test
@@ -57,8 +55,7 @@ FONTS = ["DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSans-Bold
 
 
 def glyph_masks(size: int = 64) -> torch.Tensor:
-    """Render each digit in each font once, centred in a size x size canvas.
-    -> (fonts, 10, size, size) in [0, 1]."""
+    """Each digit in each font, centred in a size x size canvas -> (fonts, 10, size, size)."""
     import matplotlib
     from PIL import Image, ImageDraw, ImageFont
     font_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -166,8 +163,7 @@ def load_split(data: str, split: str,
 
 
 def folder_listing(folder: Path) -> list[tuple[str, int, int]]:
-    """Every file under folder's class sub-folders: (relative path, size, mtime_ns),
-    sorted: the cache's key."""
+    """Every file in the class sub-folders: (path, size, mtime_ns), sorted: the cache key."""
     return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
                   for c in folder.iterdir() if c.is_dir() for p in c.rglob("*") if p.is_file())
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from common import (ConfigError, atomic_path, check_out, check_threads, cli, load_checkpoint,
-                    load_weights, mean_std, parse_config, pick_device, save_atomic)
+                    load_weights, parse_config, pick_device, save_atomic)
 from data import CACHE, check_classes, load_splits
 from encoder import make_encoder
 from probe import (extract_features, knn_probe, linear_probe, linear_probe_features,  # noqa: F401
@@ -163,6 +163,13 @@ def reference_cache(tag: str, label: str) -> Path:
     """The cache of a reference row (raw pixels, random-init),
     shared by every evaluation of the same data."""
     return CACHE / f"probe_{tag}_{label.replace(' ', '_')}.json"
+
+
+def mean_std(values, scale: float = 1.0, digits: int = 1) -> str:
+    """'m' for one value, 'm ± s' (sample std, n - 1) for several, after multiplying by scale."""
+    v = torch.tensor(values, dtype=torch.float64) * scale
+    m = round(v.mean().item(), digits) + 0.0  # + 0.0: a mean rounding to zero prints 0.0, not -0.0
+    return f"{m:.{digits}f}" if len(v) == 1 else f"{m:.{digits}f} ± {v.std():.{digits}f}"
 
 
 def bar_chart(groups: dict, path: Path, title: str) -> None:

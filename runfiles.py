@@ -28,7 +28,9 @@ MAY_CHANGE = ("name", "resume", "updates", "checkpoint_every", "snapshots", "pro
 def rules(cfg) -> dict:
     """pretrain.Config's flags, checked once by parse_config (NaN fails every comparison)."""
     biggan = cfg.generator.startswith("biggan-deep-")
-    S, ram = cfg.image_size, memory_bytes()
+    S, ram = cfg.image_size, 2 ** 50  # ram: this machine's memory, where the OS says
+    if hasattr(os, "sysconf"):
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     # What the sizes would take, before anything is allocated (orders of magnitude, measured on
     # the CPU): a transition holds two uint8 frames and an action of <= 1024 floats; the encoder
     # keeps ~48 B per pixel and base channel of each of the 2B images for its backward; decoding a
@@ -63,14 +65,6 @@ def rules(cfg) -> dict:
         "8 <= image_size <= 512": 8 <= cfg.image_size <= 512,
         "--classes, --truncation, --image-size only with a biggan-deep generator":
             biggan or (not cfg.classes and cfg.truncation == 1 and cfg.image_size == 32)}
-
-
-def memory_bytes() -> int:
-    """This machine's physical memory (a large number where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return 2 ** 50
 
 
 def parse_snapshots(spec: str) -> set[int]:

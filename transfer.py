@@ -46,9 +46,9 @@ from pathlib import Path
 import torch
 
 from agent import SAC, SACConfig
-from common import (atomic_path, check_out, check_threads, cli, mean_std, parse_config,
-                    pick_device, save_atomic, seed_everything, timed)
-from evaluate import cached_probe, load_encoder, random_encoder
+from common import (atomic_path, check_out, check_threads, cli, parse_config, pick_device,
+                    save_atomic, seed_everything, timed)
+from evaluate import cached_probe, load_encoder, mean_std, random_encoder
 from gan import load_generator
 from world import WorldConfig, latent_step
 

@@ -35,9 +35,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import atomic_path, cli, mean_std, parse_config, pick_device  # noqa: E402
+from common import atomic_path, cli, parse_config, pick_device  # noqa: E402
 from evaluate import (cached_probe, extract_features, linear_probe_features,  # noqa: E402
-                      load_data, load_encoder, val_split)
+                      load_data, load_encoder, mean_std, val_split)
 
 RUNS = Path("runs")  # pretrain.py's run folders, under the current folder
 METHODS = ("palmup", "random", "genrep", "simclr", "supervised", "none")

@@ -54,8 +54,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import knn_spread  # noqa: E402
-from common import (ConfigError, cli, mean_std, parse_config, require, run_dir,  # noqa: E402
+from common import (ConfigError, cli, parse_config, require, run_dir,  # noqa: E402
                     seed_everything, timed)
+from evaluate import mean_std  # noqa: E402
 from data import to_float  # noqa: E402
 from encoder import make_encoder  # noqa: E402
 from world import LatentWorld, latent_step  # noqa: E402

@@ -93,8 +93,8 @@ def sha(path: Path) -> str:
     (["--width", "100000"], ["generator.py needs 1 <= width <= 256"]),
     (["--latent-dim", "1000000000"], ["generator.py needs 1 <= latent_dim <= 4096"]),
     (["--batch-size", "1000000000"], ["generator.py needs 2 <= batch_size <= 32768"]),
-    (["--latent-dim", "1e9"], ["--latent-dim", "invalid int value: '1e9'"]),  # not an integer
-    (["--batch-size", "1e9"], ["--batch-size", "invalid int value: '1e9'"]),
+    (["--latent-dim", "1e9"], ["1 <= latent_dim <= 4096"]),  # 1e9 is a whole number
+    (["--batch-size", "1.5"], ["--batch-size", "invalid integer value: '1.5'"]),
     (["--batch-size", "4096", "--width", "64"], ["batch_size x width <= 32768"]),
     (["--lr", "nan"], ["0 < lr <= 1"]),
     (["--steps", "0"], ["steps >= 1"]),

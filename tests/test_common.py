@@ -7,7 +7,7 @@ import torch
 
 import common
 from common import (ConfigError, RunLock, atomic_path, cli, load_checkpoint, load_weights,
-                    make_parser, mean_std, parse_config, run_dir)
+                    make_parser, parse_config, run_dir)
 from encoder import make_encoder
 
 SCRIPTS = {"generator": "Config", "world": "Config", "pretrain": "Config", "evaluate": "Config",
@@ -279,6 +279,7 @@ def test_run_lock_keeps_a_second_process_out_and_takes_over_stale_locks(tmp_path
 
 
 def test_mean_std_uses_the_sample_std():
+    from evaluate import mean_std
     assert mean_std([0.5]) == "0.5"
     assert mean_std([0.1, 0.3], scale=100) == "20.0 ± 14.1"
     assert mean_std([0.1, -0.18]) == "0.0 ± 0.2" and mean_std([-0.01]) == "0.0"  # never "-0.0"
