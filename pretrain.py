@@ -238,12 +238,12 @@ def baseline_update(run: Run, logged: bool) -> dict:
 
 
 # ---- the loop -------------------------------------------------------------------------------
-def train(run: Run) -> None:
-    """Palm-up's iteration (or a baseline's) until cfg.updates; logs, checkpoints and the guard
-    against divergence are runfiles.py's, at the loop's edges."""
+def train(run: Run, update=None) -> None:
+    """Palm-up's iteration (or a baseline's, or `update`) until cfg.updates; logs, checkpoints and
+    the guard against divergence are runfiles.py's, at the loop's edges."""
     from tqdm import tqdm
     cfg = run.cfg
-    update = palmup_update if cfg.method == "palmup" else baseline_update
+    update = update or (palmup_update if cfg.method == "palmup" else baseline_update)
     total = cfg.updates if cfg.method != "none" else 0
     if run.step == 0 and run.world is not None:  # a resumed run has its buffer already
         with timed(run.stage_s, "filmstrips, checkpoints, plots", run.device):

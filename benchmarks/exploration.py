@@ -264,36 +264,6 @@ def fresh_name(base: str) -> str:
     return name
 
 
-def train_loop(run: "pretrain.Run", update) -> None:
-    """pretrain.train's loop with `update(run, logged)` -> a dict of () tensors as its step. The run
-    keeps what pretrain.train keeps (filmstrips, metrics.csv, curves.png, encoder.pt, agent.pt and
-    the resumable checkpoints, runfiles.py); a resumed run skips the first filmstrip and warm-up."""
-    from tqdm import tqdm
-    cfg = run.cfg
-    if run.step == 0:
-        with timed(run.stage_s, "filmstrips, checkpoints, plots", run.device):
-            pretrain.filmstrip(run, "filmstrip_start.png")
-        with timed(run.stage_s, "explore + pairs", run.device):
-            for _ in range(cfg.warmup):  # fill the buffer with uniform-random play
-                pretrain.explore(run, pretrain.uniform_actions(run))
-    bar = tqdm(total=cfg.updates, initial=run.step, desc=run.dir.name, mininterval=1)
-    run.started = time.time()  # the run's wall time counts the loop only
-    while run.step < cfg.updates:
-        logged = (run.step + 1) % pretrain.LOG_EVERY == 0
-        run.watch.sampling = logged
-        log = update(run, logged)
-        run.step += 1
-        bar.update()
-        if logged:
-            runfiles.log_update(run, log, bar)  # one read from the device, the divergence guard
-        runfiles.keep_progress(run)  # snapshots and resumable checkpoints, when due
-    bar.close()
-    run.wall += time.time() - run.started
-    with timed(run.stage_s, "filmstrips, checkpoints, plots", run.device):
-        pretrain.filmstrip(run, "filmstrip_end.png")
-        runfiles.save_finished(run)
-
-
 def run_seed(cfg: Config, pc: "pretrain.Config", explorers: list[str], threads: int = 0) -> dict:
     """Train one agent (pretrain config pc) and roll out the explorers -> {explorer: {column:
     value}, "curve": [(update, agent / random spread, agent's mean ||z||^2 / d)]}."""
@@ -321,7 +291,7 @@ def run_seed(cfg: Config, pc: "pretrain.Config", explorers: list[str], threads: 
         return log
 
     with runfiles.open_run(run, None):  # the fresh folder and its lock
-        train_loop(run, update_and_measure)
+        pretrain.train(run, update_and_measure)
         runfiles.save_result(run, {})
     print(f"seed {seed}: trained Palm-up for {pc.updates} updates in {time.time() - t:.0f} s",
           flush=True)
@@ -457,7 +427,7 @@ def train_with(cfg: Config, explorer: str, seed: int, threads: int = 0) -> dict:
 
     with runfiles.open_run(run, None):  # the folder (fresh, or the resumed one) and its lock
         try:
-            train_loop(run, update)  # runs/explorer_<explorer>_s<seed>/encoder.pt
+            pretrain.train(run, update)  # runs/explorer_<explorer>_s<seed>/encoder.pt
         except KeyboardInterrupt:
             sys.exit(f"interrupted: the same command continues {run.dir} from its last checkpoint")
         n = pc.probe_images  # n > 0: the first n training and n // 5 test images (quick checks)

@@ -126,7 +126,7 @@ def test_train_pairs_the_greedy_explorer_with_uniform_actions_and_reads_finished
     assert all(any(torch.equal(c, u) for u in drawn["greedy-prior"]) for c in chosen)
     runs = tmp_path / "runs"
     assert (runs / "explorer_greedy-prior_s0" / "encoder.pt").is_file()
-    monkeypatch.setattr(exploration, "train_loop",
+    monkeypatch.setattr(exploration.pretrain, "train",
                         lambda *a: pytest.fail("a finished run was trained again"))
     assert exploration.train_with(cfg, "greedy-prior", 0) == got["greedy-prior"]
 
