@@ -47,7 +47,7 @@ import torch
 
 from agent import SAC, SACConfig
 from common import (atomic_path, check_out, check_threads, cli, parse_config, pick_device,
-                    save_atomic, seed_everything, timed)
+                    save_atomic, seed_everything, shipped, timed)
 from evaluate import cached_probe, load_encoder, mean_std, random_encoder
 from gan import load_generator
 from world import WorldConfig, latent_step
@@ -97,6 +97,8 @@ class Config:
 
     def rules(self) -> dict:
         return {"env_steps >= num_envs >= 1": self.env_steps >= self.num_envs >= 1,
+                "env_steps <= 2**22 (each run keeps every transition, ~4 KB each)":
+                    self.env_steps <= 2 ** 22,
                 "warmup >= 0": self.warmup >= 0,
                 "0 <= updates_per_step < inf": 0 <= self.updates_per_step < math.inf,
                 "batch_size >= 1": self.batch_size >= 1, "eval_every >= 1": self.eval_every >= 1,
@@ -401,7 +403,7 @@ def main(argv=None) -> dict:
     # every encoder loaded (and so checked) before anything is written
     agents = {lab: load_agent_encoder(s, cfg, device) for lab, s in zip(labels, cfg.encoders)}
     out.mkdir(parents=True, exist_ok=True)
-    gen = Path(cfg.generator).resolve()
+    gen = shipped(cfg.generator).resolve()
     # what changes no result
     ignore = ("device", "threads", "out", "recompute", "encoders", "seeds")
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignore}
