@@ -69,7 +69,8 @@ def pick_device(name: str) -> torch.device:
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed buffers: by default every activation above 128 KiB comes
     from fresh pages the kernel must fault in and zero, which slows the generator down markedly
-    (docs/performance.md). Returns whether both settings took (False, a no-op, off glibc)."""
+    (docs/performance.md). It moves buffers, never results (the same weights with and without).
+    Returns whether both settings took (False, a no-op, off glibc)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -80,7 +81,8 @@ def keep_freed_memory() -> bool:
 
 
 def seed_everything(seed: int) -> None:
-    """The one seeding block: python, numpy and torch (CPU and every GPU). Worlds seed their own."""
+    """The one seeding block: python, numpy and torch (CPU and every GPU). Worlds seed their own.
+    The same seed gives the same weights at the same torch thread count (docs/performance.md)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

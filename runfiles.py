@@ -1,15 +1,12 @@
 """runfiles.py — the harness around pretrain.py's loop: what a run keeps in runs/<name>/, guards.
 
 None of this is the method: pretrain.py reads top to bottom without it. A run folder holds
-    ckpt.pt         the resumable checkpoint: weights, optimisers, RNG states, world, replay buffer,
-                    SAC and its reward normaliser (removed when the run finishes)
+    ckpt.pt         all a resumed run needs (weights, optimisers, RNG states, world, replay buffer)
     encoder.pt      the encoder alone, with its config (evaluate.py and transfer.py load it)
-    encoder_<u>.pt  the same at update u (--snapshots)
-    agent.pt        Palm-up's SAC actor with its config (play.py races it)
+    encoder_<u>.pt  the same at update u (--snapshots); agent.pt: the SAC actor (play.py races it)
     filmstrip_*.png, metrics.csv, curves.png, result.json
-Every command trains anew in a folder of its own; `--resume runs/<name>` continues an interrupted
-run to the same weights as an uninterrupted one, and refuses a finished run or another experiment.
-Under torchrun (docs/scale.md) ddp.py joins in; a single process never imports it.
+`--resume runs/<name>` continues an interrupted run to the same weights as an uninterrupted one
+(same thread count), refusing a finished run or another experiment. torchrun: ddp.py, only then.
 """
 import contextlib, csv, dataclasses, hashlib, itertools, json, math, os, shlex, sys, time
 from pathlib import Path
@@ -239,6 +236,7 @@ def keep_progress(run) -> None:
 
 def state(run) -> dict:
     s = {"kind": "resumable", "config": dataclasses.asdict(run.cfg), "step": run.step,
+         "threads": torch.get_num_threads(),  # another count sums in another order: other bits
          "metrics": run.metrics, "wall": wall(run), "stage_s": run.stage_s,
          "model": run.model.state_dict(), "opt": run.opt.state_dict(), "rng": torch.get_rng_state(),
          "generator_id": run.generator_id}
@@ -316,6 +314,9 @@ def resume(run) -> None:
     if diff:
         raise ConfigError(f"{ckpt} belongs to another experiment ({'; '.join(diff)}): resume it "
                           f"with the same flags, or start a new run without --resume")
+    if s.get("threads", torch.get_num_threads()) != torch.get_num_threads():  # other sums
+        raise ConfigError(f"{ckpt} was trained with {s['threads']} torch threads, not "
+                          f"{torch.get_num_threads()}: resume with OMP_NUM_THREADS={s['threads']}")
     if s.get("generator_id") != run.generator_id:
         raise ConfigError(f"{ckpt} was made with another generator file than {run.cfg.generator}")
     if not isinstance(s["step"], int) or s["step"] > run.cfg.updates:

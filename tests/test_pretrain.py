@@ -108,7 +108,7 @@ def test_every_command_trains_anew_in_a_folder_of_its_own(tmp_path, monkeypatch)
 @pytest.mark.parametrize("method", ["palmup", "genrep"])
 def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch,
                                                                            method):
-    """At the default thread count, first run included: the resumed run ends bit for bit where the
+    """At one thread count, first run included: the resumed run ends bit for bit where the
     uninterrupted one does, and Ctrl-C prints the exact command that continues it."""
     monkeypatch.chdir(tmp_path)
     args = ["--method", method, "--updates", "12", "--batch-size", "16", "--num-envs", "8",
@@ -262,3 +262,25 @@ def test_the_supervised_batch_labels_each_image_with_its_own_class(tmp_path, mon
         v1, v2, labels = pretrain.PAIRS["supervised"](run)
         colour = torch.cat([v1, v2])[:, 0, 0, 0]  # (2B,) in [-1, 1]
         assert torch.equal(((colour + 1) * 127.5).round().long() // 25, labels)
+
+
+def test_a_resume_at_another_thread_count_is_refused(tmp_path, monkeypatch):
+    """Another torch thread count sums the gradients in another order: it would not continue the
+    same run (docs/performance.md, "Reproducibility")."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--method", "genrep", "--updates", "6", "--batch-size", "16", "--checkpoint-every", "3",
+            "--generator", SHIPPED, "--no-probe", "--name", "r"]
+    real_update = pretrain.baseline_update
+
+    def interrupt_at_4(run, logged):
+        if run.step == 4:
+            raise KeyboardInterrupt
+        return real_update(run, logged)
+    monkeypatch.setattr(pretrain, "baseline_update", interrupt_at_4)
+    with pytest.raises(SystemExit):
+        pretrain.main(args)
+    monkeypatch.setattr(pretrain, "baseline_update", real_update)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 1)
+    with pytest.raises(SystemExit, match=f"trained with {threads} torch threads, not {threads + 1}"):
+        pretrain.main([*args, "--resume", "runs/r"])
