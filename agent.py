@@ -64,7 +64,7 @@ def knn_spread(features: torch.Tensor, k: int) -> torch.Tensor:
 @dataclass
 class SACConfig:
     """SAC's coefficients. Palm-up's defaults, left open by the paper: docs/exploration.md."""
-    hidden: int = 256  # width of the two hidden layers (CleanRL sac_continuous_action.py)
+    hidden: int = 128  # width of the two hidden layers (CleanRL sac_continuous_action.py: 256)
     lr_actor: float = 3e-4  # Adam lr of the actor (CleanRL policy_lr)
     lr_critic: float = 1e-3  # Adam lr of both critics (CleanRL q_lr)
     lr_alpha: float = 1e-3  # Adam lr of log alpha, with autotune (CleanRL reuses q_lr)
@@ -77,7 +77,7 @@ class SACConfig:
     log_std_max: float = 2.0  # upper bound of the actor's log std (CleanRL LOG_STD_MAX)
     policy_frequency: int = 2  # actor (and alpha) steps every this many critic steps (CleanRL)
     reward_norm: bool = True  # standardise each batch's rewards (SAC-v1: reward scale is its knob)
-    updates: int = 4  # SAC steps per call on the same batch: update-to-data ratio (REDQ / DroQ: 20)
+    updates: int = 2  # SAC steps per call on the same batch: update-to-data ratio (REDQ / DroQ: 20)
 
     def rules(self) -> dict:
         lrs = (self.lr_actor, self.lr_critic, self.lr_alpha)

@@ -9,6 +9,7 @@
     check_out(path, kind)        an output path the run can write: refused before any work
     RunLock(folder)              runs/<name>/.lock: one process per run folder
     Stopwatch                    seconds per stage, without waiting for the GPU on unlogged updates
+    one_thread()                 a block of many small CPU ops on one torch thread
 Files import downward only: common -> data -> encoder -> generator -> world -> agent -> evaluate ->
 runfiles -> pretrain -> transfer -> play (biggan.py and ddp.py only when used).
 """
@@ -78,6 +79,12 @@ def keep_freed_memory() -> bool:
     mmap_max = libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: every buffer from the heap, none from mmap
     trim = libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
     return mmap_max == 1 and trim == 1  # mallopt returns 1 on success
+
+
+def release_freed_memory() -> None:
+    """Hand the freed heap back to the kernel (glibc's malloc_trim; elsewhere, nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def seed_everything(seed: int) -> None:
@@ -358,6 +365,18 @@ class RunLock:
 def timed(stages: dict, key: str, device: torch.device | None = None):
     """Add the block's wall time to stages[key] (on CUDA, after the queued kernels finished)."""
     return Stopwatch(stages, device or torch.device("cpu"), every=1)(key)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run a block of many small ops on one CPU thread. Split over several threads, every op waits
+    for its slowest: on a machine busy with other jobs, a stall (docs/performance.md)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Stopwatch:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import runfiles
 from agent import SAC, ReplayBuffer, RunningMean, SACConfig, apt_reward, knn_spread
-from common import Stopwatch, cli, parse_config, pick_device, seed_everything, timed
+from common import Stopwatch, cli, one_thread, parse_config, pick_device, seed_everything, timed
 from data import load_split, to_float, to_uint8
 from encoder import Model, augment, info_nce
 from probe import split_probe
@@ -66,7 +66,7 @@ class Config:
     proj_dim: int = 128  # projection head output (SimCLR's MLP head)
     temperature: float = 0.1  # InfoNCE temperature (paper leaves it open)
     updates: int = 600  # encoder updates, the same for every method
-    batch_size: int = 256  # positive pairs per update (2 x batch_size images)
+    batch_size: int = 128  # positive pairs per update (2 x batch_size images; docs/pretrain.md)
     lr: float = 1e-3  # Adam learning rate of encoder + head
     augment: bool = False  # add SimCLR augmentation to the temporal pairs (off: paper Fig. 1C)
     genrep_sigma: float = 0.6  # genrep: std of the latent perturbation of the positive
@@ -131,7 +131,7 @@ def palmup_update(run: Run, logged: bool) -> dict:
         v1, v2 = views(cfg, to_float(batch["obs"]), to_float(batch["next_obs"]))  # (B, 3, S, S)
     with run.watch("encoder update"):
         f, loss = encoder_step(run, v1, v2)  # 5. InfoNCE: one step of the Siamese encoder; (2B, D)
-    with run.watch("SAC update + APT reward"):
+    with run.watch("SAC update + APT reward"), one_thread():  # small ops: one thread (common.py)
         # (B, D) each: features of o_t and o_t+1, detached (Fig. 1C). They come from the encoder's
         # training pass (BN batch statistics) while acting uses eval mode: a free reuse.
         feat, next_feat = f.detach().chunk(2)
@@ -293,7 +293,7 @@ def main(argv=None) -> dict:
         result = {}
         if cfg.probe and rank == 0:  # the frozen encoder's linear probe on real images (probe.py)
             with timed(run.stage_s, "linear probe", run.device):
-                result = split_probe(run.model.encoder, (run.x, run.y), run.test, cfg.probe_split,
+                result = split_probe(run.model.encoder, *runfiles.probe_data(run), cfg.probe_split,
                                      cfg.probe_images, run.device)
         result = runfiles.save_result(run, result)
     return result

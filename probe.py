@@ -31,12 +31,13 @@ def extract_features(encoder, x_uint8, device="cpu", batch_size=256) -> torch.Te
     if encoder is None:
         return to_float(x_uint8).flatten(1)  # (N, 3072)
     was_training = encoder.training
-    with torch.inference_mode():
+    f = torch.empty(len(x_uint8), encoder.feature_dim)  # (N, D), filled in place: no heap of chunks
+    with torch.no_grad():
         encoder.eval()  # BatchNorm uses its running statistics
-        chunks = [encoder(to_float(x_uint8[i:i + batch_size].to(device))).float().cpu()
-                  for i in range(0, len(x_uint8), batch_size)]
+        for i in range(0, len(x_uint8), batch_size):
+            f[i:i + batch_size] = encoder(to_float(x_uint8[i:i + batch_size].to(device))).cpu()
     encoder.train(was_training)  # pretrain.py may probe mid-training
-    return torch.cat(chunks)  # (N, D), a normal tensor (cat outside inference mode): autograd-safe
+    return f
 
 
 # ---- The probes ----------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from common import (ConfigError, RunLock, atomic_path, load_checkpoint, pick_device,
-                    require_finite_weights, run_dir, save_atomic, shipped, timed)
-from data import check_classes
+                    release_freed_memory, require_finite_weights, run_dir, save_atomic, shipped,
+                    timed)
+from data import check_classes, load_split
 
 # What --resume may change; every other field must match the checkpoint's.
 MAY_CHANGE = ("name", "resume", "updates", "checkpoint_every", "snapshots", "probe", "probe_images",
@@ -118,6 +119,20 @@ def check_data(run, classes: list) -> None:
     if cfg.probe and len(run.x) < 10:
         raise ValueError(f"the probe needs at least 10 training images, {cfg.data} has "
                          f"{len(run.x)}")
+    if cfg.method not in ("simclr", "supervised"):  # only the probe reads them: not held in
+        run.x = run.y = run.test = None  # memory while training (probe_data loads them again)
+
+
+def probe_data(run) -> tuple:
+    """The closing probe's (train images, labels) and test split, after training: the replay
+    buffer goes first, to make room (a finished run keeps none)."""
+    run.buffer = None
+    release_freed_memory()  # keep_freed_memory kept the buffer's pages: the peak would grow
+    if run.x is None:
+        run.x, run.y, _ = load_split(run.cfg.data, "train", run.cfg.download)
+        test = run.cfg.probe_split == "test"
+        run.test = load_split(run.cfg.data, "test", run.cfg.download) if test else None
+    return (run.x, run.y), run.test
 
 
 @contextlib.contextmanager

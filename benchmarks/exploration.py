@@ -431,9 +431,9 @@ def train_with(cfg: Config, explorer: str, seed: int, threads: int = 0) -> dict:
         except KeyboardInterrupt:
             sys.exit(f"interrupted: the same command continues {run.dir} from its last checkpoint")
         n = pc.probe_images  # n > 0: the first n training and n // 5 test images (quick checks)
-        m = max(n // 5, 1) if n else len(run.test[0])
-        train, test = (run.x[:n or len(run.x)], run.y[:n or len(run.y)]), (run.test[0][:m],
-                                                                         run.test[1][:m])
+        (x, y), test = runfiles.probe_data(run)
+        m = max(n // 5, 1) if n else len(test[0])
+        train, test = (x[:n or len(x)], y[:n or len(y)]), (test[0][:m], test[1][:m])
         with timed(run.stage_s, "linear probe", run.device):
             probes = probe_snapshot(run.dir / "encoder.pt", (train, test), run.device)
         result = runfiles.save_result(run, {"linear_probe_val": round(probes["val"], 4),

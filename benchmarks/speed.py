@@ -7,9 +7,10 @@ Each row is a measured rate and its ratio to the rate of the bare computation th
                 the ceiling is about H / (H + 1) = 0.94 for H = 16), and the world's own
                 bookkeeping per step measured with a generator that costs nothing
   2. encoder    pretrain.py's update (img/s) vs the bare encoder forward + backward on the same
-                images (goal >= 0.8); once for the encoder step alone, once for the whole Palm-up
-                iteration (acting + world step + buffer + encoder + APT + SAC)
-  3. agent      SAC updates/s and apt_reward cost for batch sizes 256 ... 4096 (APT is O(B^2))
+                images; once for the encoder step alone (goal >= 0.8), once for the whole Palm-up
+                iteration (acting + world step + buffer + encoder + APT + SAC; goal >= 0.85)
+  3. agent      SAC updates/s (on one thread, as in the run) and apt_reward cost for batch sizes
+                256 ... 4096 (APT is O(B^2))
   (--envs and --batches choose the sizes of rows 1 and 3)
   4. breakdown  the default `python pretrain.py` by stage: per-update stages measured over a few
                 updates and scaled to the default number of updates; the probe measured once, in
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent import SAC, apt_reward  # noqa: E402
-from common import check_threads, cli, parse_config, pick_device  # noqa: E402
+from common import check_threads, cli, one_thread, parse_config, pick_device  # noqa: E402
 from data import load_split, to_float  # noqa: E402
 from evaluate import split_probe  # noqa: E402
 from generator import load_generator  # noqa: E402
@@ -185,7 +186,7 @@ def main(argv=None) -> None:
     enc_only = n_up * x.shape[0] / run.stage_s["encoder update"]
     row(f"bare encoder fwd + bwd ({pc.encoder}-{pc.width}, {x.shape[0]} images)", bare, "img/s")
     row("encoder update (InfoNCE, head, Adam)", enc_only, "img/s", enc_only / bare, 0.8)
-    row("whole Palm-up iteration (acting, world, SAC, ...)", whole, "img/s", whole_ratio, 0.8)
+    row("whole Palm-up iteration (acting, world, SAC, ...)", whole, "img/s", whole_ratio, 0.85)
     per_update = {k: v / n_up for k, v in run.stage_s.items()}  # seconds per update, by stage
 
     # 3. SAC updates and the APT reward vs batch size ------------------------------------------
@@ -196,8 +197,9 @@ def main(argv=None) -> None:
         f, f2 = torch.randn(B, d, device=dev), torch.randn(B, d, device=dev)  # (B, D) each
         act = torch.rand(B, G.latent_dim, device=dev) * 2 - 1  # (B, d)
         rew = torch.rand(B, device=dev)  # (B,)
-        row(f"SAC update ({pc.sac.updates} steps), batch {B}",
-            rate(lambda: sac.update(f, act, rew, f2), cfg.min_time / 2, dev), "updates/s")
+        with one_thread():  # as pretrain.palmup_update runs it
+            row(f"SAC update ({pc.sac.updates} steps), batch {B}",
+                rate(lambda: sac.update(f, act, rew, f2), cfg.min_time / 2, dev), "updates/s")
         apt_ms = 1e3 / rate(lambda: apt_reward(f, 12), cfg.min_time / 2, dev)
         apt_base = apt_base or apt_ms
         first = cfg.batches[0]

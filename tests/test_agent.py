@@ -289,7 +289,7 @@ def test_updates_takes_that_many_steps():
     assert sac.num_steps == 3
     sac.update(*batch())
     assert sac.num_steps == 6
-    assert small_sac(8, 2).cfg.updates == 4  # Palm-up's default update-to-data ratio
+    assert small_sac(8, 2).cfg.updates == 2  # Palm-up's default update-to-data ratio
 
 
 def test_diagnostics_see_whether_the_action_explains_the_reward():
