@@ -65,7 +65,7 @@ class Config:
     width: int = 32  # cnn base width (features: 8 x width)
     proj_dim: int = 128  # projection head output (SimCLR's MLP head)
     temperature: float = 0.1  # InfoNCE temperature (paper leaves it open)
-    updates: int = 600  # encoder updates, the same for every method
+    updates: int = 500  # encoder updates, the same for every method (docs/pretrain.md)
     batch_size: int = 128  # positive pairs per update (2 x batch_size images; docs/pretrain.md)
     lr: float = 1e-3  # Adam learning rate of encoder + head
     augment: bool = False  # add SimCLR augmentation to the temporal pairs (off: paper Fig. 1C)
