@@ -45,7 +45,7 @@ def _fit_logreg(f, y, num_classes, weight_decay, init=None, max_iter=300):
     """min_W,b  mean CE(W f + b, y) + wd/2 ||W||^2  by full-batch L-BFGS (deterministic)
     -> (W (C, D), b (C,)). Loss and gradient are written out by hand in a (C, N) layout: several
     times faster on a CPU than autograd."""
-    fT, n = f.T.contiguous(), len(y)  # (D, N)
+    fT, n = f.T, len(y)  # (D, N), a view: BLAS reads it transposed, no copy
     flat_y = y * n + torch.arange(n, device=f.device)  # (N,) index of (y_i, i) in a flat (C, N)
     W, b = ((torch.zeros(num_classes, f.shape[1], device=f.device),
              torch.zeros(num_classes, device=f.device))
