@@ -62,6 +62,7 @@ PUSH = {"d": (0, 1), "right": (0, 1), "a": (0, -1), "left": (0, -1),
         "w": (1, 1), "up": (1, 1), "s": (1, -1), "down": (1, -1)}
 SPACE = (" ", ".")  # '.' stands for space in --script
 KEYS = "wasdrA. 0123456789"  # what --script may hold
+DECIMALS = 3  # w and rho are shown with this many decimals everywhere: sliders, status, world line
 # play.Config field <- WorldConfig field: what a run's world sets unless its flag is given
 RUN_WORLD = {"steps": "horizon", "mix": "mix", "ema": "ema", "action_scale": "action_scale",
              "ema_kind": "ema_kind"}
@@ -106,6 +107,11 @@ class Config:
                     not bad,
                 "an --out that names a .gif file":
                     self.out.lower().endswith(".gif") or not self.out}
+
+
+def dynamics(mix: float, ema: float) -> str:
+    """w and rho as the game shows them everywhere: 'w 0.500, rho 0.800'."""
+    return f"w {mix:.{DECIMALS}f}, rho {ema:.{DECIMALS}f}"
 
 
 # ---- the one place each that calls into world.py and agent.py -----------------------------------
@@ -199,13 +205,13 @@ class Episode:
 
 class Game:
     """press(key) -> a message; the state after it is in .ep (the current Episode), .world, .mix,
-    .ema, .last."""
+    .ema, .last; .ignored counts the pushes refused because the episode was over."""
 
     def __init__(self, G, encoder, policy, cfg: Config):
         self.G, self.encoder, self.policy, self.cfg = G, encoder, policy, cfg
         self.device = next(G.parameters()).device
         self.opponent = "trained SAC" if policy else "uniform-random"
-        self.mix, self.ema, self.last = cfg.mix, cfg.ema, "-"
+        self.mix, self.ema, self.last, self.ignored = cfg.mix, cfg.ema, "-", 0
         self.world, self.dirs, self.episodes = make_world(G, cfg.mix, cfg.ema, cfg), {}, []
         self.new_episode(cfg.label)
 
@@ -255,6 +261,7 @@ class Game:
         if key not in PUSH and key not in SPACE:
             return ""
         if len(self.ep.novelty) >= self.cfg.steps:
+            self.ignored += 1
             return (f"the episode's {self.cfg.steps} steps are played: "
                     "A races the agent, r or 0-9 starts a new one")
         # (1, d); a race is over as many steps as you took
@@ -284,9 +291,11 @@ class Game:
                 f"agent ({self.opponent}) {rival.score:.3f}")
 
     def save_gif(self, path, scale: int = 4) -> None:
-        """The session: one GIF frame per step, your frame beside the agent's (grey where it did
-        not race)."""
+        """The session: one GIF frame per step, your frame (left, labelled "you") beside the
+        agent's (right, labelled "agent"; grey where it did not race). The GIF's comment says the
+        same."""
         from PIL import Image
+        labels = ("you", f"agent ({self.opponent})")
         pics = []
         for ep in self.episodes:
             for t, frame in enumerate(ep.frames):
@@ -295,10 +304,30 @@ class Game:
                 # (3, 32, 66): you | agent
                 pair = torch.cat([frame, torch.ones_like(frame[:, :, :2]), other], 2)
                 pic = Image.fromarray(to_uint8(pair).permute(1, 2, 0).cpu().numpy())  # (32, 66, 3)
-                pics.append(pic.resize((pic.width * scale, pic.height * scale), Image.NEAREST))
+                pic = pic.resize((pic.width * scale, pic.height * scale), Image.NEAREST)
+                pics.append(with_labels(pic, labels, frame.shape[-1] * scale))
+        comment = f"left: {labels[0]}, right: {labels[1]}".encode()
         with atomic_path(path) as tmp:
             pics[0].save(tmp, format="GIF", save_all=True, append_images=pics[1:], duration=250,
-                         loop=0)
+                         loop=0, comment=comment)
+
+
+LABEL_HEIGHT = 14  # pixels of the GIF's white band that names the two sides
+
+
+def with_labels(pic, labels: tuple, side: int):
+    """pic (the two players' frames side by side, each `side` pixels wide) under a white band
+    that names them: labels[0] over the left frame, labels[1] over the right one."""
+    from PIL import Image, ImageDraw
+    out = Image.new("RGB", (pic.width, pic.height + LABEL_HEIGHT), "white")
+    out.paste(pic, (0, LABEL_HEIGHT))
+    draw = ImageDraw.Draw(out)
+    for i, text in enumerate(labels):
+        left = i * (pic.width - side)  # the right frame starts where the left one's gap ends
+        while draw.textlength(text) > side - 4 and " " in text:  # too wide: drop the details
+            text = text.rsplit(" ", 1)[0]
+        draw.text((left + 2, 1), text, fill="black")
+    return out
 
 
 # ---- the window: thin drawing on top of Game -----------------------------------------------------
@@ -317,7 +346,8 @@ class Window:
         self.axes = [fig.add_axes(r) for r in (  # frame, latent map, novelty, strips
             [0.02, 0.4, 0.27, 0.5], [0.35, 0.4, 0.27, 0.5], [0.7, 0.4, 0.28, 0.5],
             [0.03, 0.12, 0.94, 0.16])]
-        self.sliders = [Slider(fig.add_axes([0.08, y, 0.3, 0.03]), name, 0.0, top, valinit=v)
+        self.sliders = [Slider(fig.add_axes([0.08, y, 0.3, 0.03]), name, 0.0, top, valinit=v,
+                               valfmt=f"%.{DECIMALS}f")  # as in the status line
                         for y, name, top, v in ((0.06, "w (mix)", 1.0, game.mix),
                                                 (0.015, "rho (ema)", 0.99, game.ema))]
         for s in self.sliders:
@@ -375,7 +405,7 @@ class Window:
                         fontsize=9)
         frame.set_axis_off(), strip.set_axis_off()
         z = ep.z[-1]  # (d,)
-        self.status.set_text(f"last push: {g.last} | w {g.mix:.2f}, rho {g.ema:.2f} | "
+        self.status.set_text(f"last push: {g.last} | {dynamics(g.mix, g.ema)} | "
                              f"z·u1 {z @ g.U[0]:+.2f}, z·u2 {z @ g.U[1]:+.2f}, "
                              f"|z|²/d {z.square().mean():.2f}\n{self.message}")
         self.fig.canvas.draw_idle()
@@ -448,8 +478,8 @@ def main(argv=None) -> None:
                               f"play.py` (a virtual one); --script wwddss --out runs/play/x.gif "
                               f"needs none")
     if cfg.run:
-        print(f"world: {cfg.steps} steps, w {cfg.mix}, rho {cfg.ema} ({cfg.ema_kind}), "
-              f"s {cfg.action_scale:.3g}; {cfg.run}'s where no flag sets them", file=sys.stderr)
+        print(f"world: {cfg.steps} steps, {dynamics(cfg.mix, cfg.ema)} ({cfg.ema_kind}), "
+              f"s {cfg.action_scale:.3f}; {cfg.run}'s where no flag sets them", file=sys.stderr)
     if game.policy is None:
         print(f"note: {f'no {cfg.run}/agent.pt' if cfg.run else 'no --run'}: "
               f"you race uniform-random actions"
@@ -457,6 +487,10 @@ def main(argv=None) -> None:
     if cfg.script:
         for key in cfg.script:
             game.press(key)
+        if game.ignored:
+            print(f"note: {game.ignored} key(s) of --script came after the episode's {cfg.steps} "
+                  f"steps and were not played (--steps sets an episode's length; r or 0-9 in "
+                  f"the script starts a new episode)", file=sys.stderr)
         print(game.race())
         game.save_gif(gif)
         print(f"wrote {gif}")

@@ -15,6 +15,8 @@
                                         # random-policy world, seed 0, probed on the VALIDATION
                                         # split (--world-seeds 1 --emas .. --mixes .. adds a seed
                                         # to chosen cells; the table lists every seed on disk)
+    python benchmarks/cifar.py figure   # docs/cifar_table.png redrawn from the numbers of the
+                                        # table in docs/cifar10.md (no training)
 
 Every run is `python pretrain.py --name <run> ...` with the same encoder, batch size and number of
 encoder updates (the budget), written to runs/<prefix>_<...>/ under the current folder (run from
@@ -403,7 +405,84 @@ def world(cfg: Config) -> None:
                  "Palm-up, mean ± std", "Palm-up − random (paired)"], rows)
 
 
-MODES = {"sweep": sweep, "table": table, "explore": explore, "budget": budget, "world": world}
+# ---- figure: the docs' picture of the table ----------------------------------------------------
+DOC_TABLE = ROOT / "docs" / "cifar10.md"
+DOC_FIGURE = ROOT / "docs" / "cifar_table.png"
+DOC_HEADER = "| method | seeds | linear top-1 | kNN top-1 |"  # the results table's header line
+
+
+def mean_and_std(cell: str) -> tuple:
+    """A table cell -> (mean, std): '50.7 ± 0.8' -> (50.7, 0.8), '42.2' -> (42.2, None) for one
+    seed, '–' -> (None, None) for not measured."""
+    parts = [p.strip() for p in cell.split("±")]
+    if parts[0] in ("–", "-", ""):
+        return None, None
+    return float(parts[0]), (float(parts[1]) if len(parts) > 1 else None)
+
+
+def doc_table(path: Path = DOC_TABLE) -> list[dict]:
+    """The results table of docs/cifar10.md -> one dict per row: method (its footnote marks
+    dropped), seeds, linear and knn (means, %), linear_std and knn_std (None for one seed), in the
+    table's order. Raises ValueError if the table is missing or a row does not parse."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if DOC_HEADER not in lines:
+        raise ValueError(f"{path} holds no table headed {DOC_HEADER}")
+    rows = []
+    for line in lines[lines.index(DOC_HEADER) + 2:]:  # + 2: past the header's |---| line
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4:
+            raise ValueError(f"{path}: a row of the results table has {len(cells)} cells: {line}")
+        (linear, linear_std), (knn, knn_std) = mean_and_std(cells[2]), mean_and_std(cells[3])
+        rows.append(dict(method=cells[0].rstrip("¹²³ "), seeds=int(cells[1]), linear=linear,
+                         linear_std=linear_std, knn=knn, knn_std=knn_std))
+    return rows
+
+
+def draw_doc_table(md: Path = DOC_TABLE, png: Path = DOC_FIGURE) -> list[dict]:
+    """png from md's results table: one bar per row, its linear top-1 (with the seeds' std), and
+    the kNN top-1 as a marker. The numbers drawn are kept in the PNG's Description (JSON), so a
+    test can tell that the picture follows the table -> the rows drawn."""
+    rows = doc_table(md)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    x = list(range(len(rows)))
+    ax.bar(x, [r["linear"] for r in rows], yerr=[r["linear_std"] or 0 for r in rows], capsize=3,
+           color="C0", label="linear probe (mean ± std over the seeds)")
+    for i, r in enumerate(rows):
+        ax.text(i - 0.38, 2, f"{r['linear']:.1f}", color="white", fontsize=8, fontweight="bold")
+    knn = [(i, r) for i, r in enumerate(rows) if r["knn"] is not None]
+    ax.errorbar([i for i, _ in knn], [r["knn"] for _, r in knn],
+                yerr=[r["knn_std"] or 0 for _, r in knn], fmt="D", color="C1", capsize=3,
+                label="kNN probe")
+    for i, r in enumerate(rows):
+        if r["knn"] is None:
+            ax.text(i, r["linear"] + (r["linear_std"] or 0) + 2, "kNN not\nmeasured", ha="center",
+                    fontsize=7, color="C1")
+    labels = [textwrap.fill(f"{r['method']} ({r['seeds']} seed{'s' * (r['seeds'] > 1)})", 18)
+              for r in rows]
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set(ylabel="CIFAR-10 test top-1 (%)", ylim=(0, 85),
+           title=f"CIFAR-10 probes of each method's encoder, the table of {Path(md).name}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Description": json.dumps(rows)})
+    plt.close(fig)
+    return rows
+
+
+def figure(cfg: Config) -> None:
+    """docs/cifar_table.png redrawn from the numbers of the results table in docs/cifar10.md, one
+    bar per row (no training; run it after editing the table)."""
+    rows = draw_doc_table()
+    print(f"wrote {DOC_FIGURE}: {len(rows)} bars from the table of {DOC_TABLE}")
+
+
+MODES = {"sweep": sweep, "table": table, "explore": explore, "budget": budget, "world": world,
+         "figure": figure}
 
 
 @cli

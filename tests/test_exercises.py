@@ -1,7 +1,9 @@
-"""Tests for exercises/: every check passes on a reference solution built from the project's own
-functions, and fails with one helpful message on the untouched stub (skipped once a student edited
-it). Expensive parts get tiny budgets (ex1: 10 pretraining updates) or fake run folders (ex5, ex6):
-~20 s."""
+"""Tests for exercises/: every check passes on the project's reference solution (check.reference,
+what `check.py N --reference` checks) and prints each number that a seed changes beside its
+expected range; the untouched stubs fail with one helpful message (skipped once a student edited
+them); the command line. The wrong answers each check must name: tests/test_exercise_mistakes.py.
+Expensive parts get tiny budgets (ex1: 10 pretraining updates) or fake run folders (ex5, ex6):
+~15 s."""
 import ast
 import dataclasses
 import importlib.util
@@ -11,11 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn as nn
 
 import agent
 import pretrain
-import world
 from common import ROOT
 
 spec = importlib.util.spec_from_file_location("exercise_check", ROOT / "exercises" / "check.py")
@@ -67,9 +67,57 @@ def test_untouched_stub_fails_with_one_helpful_message(n, words, capsys):
 
 
 def test_bad_command_line_prints_usage(capsys):
+    for argv in (["7"], ["1", "2"], ["1", "--seed"], ["1", "--seed", "-1"], ["--reference"],
+                 ["1", "--sed", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            check.main(argv)
+        message = str(exit_info.value.code)
+        assert message.startswith("error: ") and "\n" not in message, (argv, message)
+        assert "usage" in message or "--seed needs" in message, (argv, message)
+
+
+def test_help_lists_the_exercises_and_the_options(capsys):
+    check.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(check.FILES[n] in out for n in check.FILES)
+    assert "--seed S" in out and "--reference" in out
+
+
+def test_options_in_any_order():
+    assert check.parse_args(["3"]) == (3, 0, False)
+    assert check.parse_args(["--seed", "2", "5", "--reference"]) == (5, 2, True)
+    assert check.parse_args(["--reference", "--seed=1", "1"]) == (1, 1, True)
+
+
+def test_reference_from_the_command_line_passes_and_prints_the_ranges(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        check.main(["7"])
-    assert "usage" in str(exit_info.value.code)
+        check.main(["2", "--reference", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "PASSED: exercise 2" in out, out
+    assert "reference solution of exercise 2, seed 1" in out and "evidence (seed 1)" in out
+    assert out.count("(expected ") == 4 or out.count("no expected range measured yet") == 4, out
+
+
+def test_expect_prints_the_value_beside_the_range(monkeypatch):
+    monkeypatch.setitem(check.EXPECTED, "ex1 linear probe", (33.0, 41.0))
+    text = check.expect("ex1 linear probe", 37.04, " %")
+    assert text == f"37.0 % (expected 33–41 %, {len(check.SEEDS)} seeds)"
+    assert "outside it" in check.expect("ex1 linear probe", 45.0, " %")
+    monkeypatch.setitem(check.EXPECTED, "ex1 linear probe", None)
+    assert "no expected range measured yet" in check.expect("ex1 linear probe", 37.0, " %")
+
+
+def test_every_expected_range_is_ordered_and_is_what_a_check_prints():
+    printed = {"ex1 first InfoNCE", "ex1 last InfoNCE", "ex1 linear probe", "ex2 outlier reward",
+               "ex2 cluster reward", "ex2 spread batch", "ex2 tight batch", "ex4 policy error",
+               "ex5 random-init probe"}
+    printed |= {f"ex3 Var(z), rho {ema}" for ema in (0.0, 0.8, 0.95)}
+    printed |= {f"ex5 {what}, k = {k}" for what in ("final InfoNCE", "linear probe")
+                for k in (1, 2, 4, 8)}
+    printed |= {f"ex6 {name}" for name in check.EX6_RUNS}
+    assert set(check.EXPECTED) == printed
+    for key, span in check.EXPECTED.items():
+        assert span is None or (len(span) == 2 and span[0] <= span[1]), (key, span)
 
 
 def test_stubs_never_import_the_answer():
@@ -83,7 +131,8 @@ def test_stubs_never_import_the_answer():
 
 
 def test_exercise_files_keep_lines_within_100_characters():
-    for path in sorted((ROOT / "exercises").glob("*")) + [ROOT / "tests" / "test_exercises.py"]:
+    tests = [ROOT / "tests" / name for name in ("test_exercises.py", "test_exercise_mistakes.py")]
+    for path in sorted((ROOT / "exercises").glob("*")) + tests:
         if path.suffix in (".py", ".md"):
             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 assert len(line) <= 100, f"{path.name}:{i} has {len(line)} characters"
@@ -92,11 +141,12 @@ def test_exercise_files_keep_lines_within_100_characters():
 # ---- exercise 1: InfoNCE -----------------------------------------------------------------------
 def test_ex1_passes_with_the_project_loss_and_runs_pretraining(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs/exercise1 goes here
-    ok, out = run(1, SimpleNamespace(info_nce=pretrain.info_nce), capsys, budget=TINY_EX1,
-                  min_probe=0.0)
+    ok, out = run(1, check.reference(1), capsys, budget=TINY_EX1, min_probe=0.0, seed=3)
     assert ok, out
     assert "matches pretrain.info_nce" in out and "YOUR info_nce: 10 updates" in out
-    assert (tmp_path / "runs" / "exercise1" / "result.json").exists()
+    assert "seed 3" in out and out.count("(expected") + out.count("measured yet") == 3, out
+    config = json.loads((tmp_path / "runs" / "exercise1" / "result.json").read_text())["config"]
+    assert config["seed"] == 3  # --seed reaches the run
     assert pretrain.info_nce is not None and pretrain.info_nce.__name__ == "info_nce"  # restored
 
 
@@ -108,193 +158,84 @@ def test_ex1_takes_a_fresh_run_folder_when_the_last_one_exists(monkeypatch, tmp_
     assert check.fresh_name("exercise1") == "exercise1-3"
 
 
-def test_ex1_names_a_one_directional_loss(capsys):
-    def rows_only(a, b, temperature):
-        a, b = nn.functional.normalize(a, dim=1), nn.functional.normalize(b, dim=1)
-        return nn.functional.cross_entropy(a @ b.T / temperature, torch.arange(len(a)))
-    ok, out = run(1, SimpleNamespace(info_nce=rows_only), capsys)
-    assert not ok and "symmetric" in out
-
-
-def test_ex1_names_a_detached_input_without_crashing(capsys):
-    def detached_a(a, b, temperature):  # the right value, but a never gets a gradient
-        return pretrain.info_nce(a.detach(), b, temperature)
-    ok, out = run(1, SimpleNamespace(info_nce=detached_a), capsys)
-    assert not ok and "no gradient reaches a" in out and "ERROR" not in out, out
-    assert sum(line.startswith(("NOT", "ERROR")) for line in out.splitlines()) == 1
-
-
 # ---- exercise 2: APT reward --------------------------------------------------------------------
 def test_ex2_passes_with_agent_apt_reward(capsys):
-    ok, out = run(2, SimpleNamespace(apt_reward=lambda f, k=12: agent.apt_reward(f, k)), capsys)
+    ok, out = run(2, check.reference(2), capsys)
     assert ok, out
     assert "matches agent.apt_reward" in out and "outlier" in out
 
 
-@torch.no_grad()
-def self_included(f, k=12):  # URLB's convention: the point is one of its own k neighbours
-    return torch.log1p(torch.cdist(f, f).topk(k, dim=1, largest=False).values.mean(1))
-
-
-@torch.no_grad()
-def drops_zero_distances(f, k=12):  # excludes the point by distance, so also drops duplicates
-    d = (f[:, None] - f[None]).norm(dim=-1)
-    d[d == 0] = float("inf")
-    return torch.log1p(d.topk(k, dim=1, largest=False).values.mean(1))
-
-
-@pytest.mark.parametrize("wrong, words", [(self_included, "its own nearest neighbour"),
-                                          (drops_zero_distances, "duplicate")])
-def test_ex2_explains_the_self_exclusion_mistakes(wrong, words, capsys):
-    ok, out = run(2, SimpleNamespace(apt_reward=wrong), capsys)
-    assert not ok and words in out, out
+def test_ex2_evidence_follows_the_seed(capsys):
+    outs = [run(2, check.reference(2), capsys, seed=seed)[1] for seed in (0, 1)]
+    evidence = [out.split("evidence")[1] for out in outs]
+    assert evidence[0] != evidence[1]  # other random batches, other numbers
 
 
 # ---- exercise 3: the world's transition --------------------------------------------------------
-def reference_transition(kind="vp"):
-    def transition(G, z, y, action, eps, mix, ema, action_scale):
-        cfg = world.WorldConfig(mix=mix, ema=ema, action_scale=action_scale, ema_kind=kind)
-        z_next = world.latent_step(z, action, eps, cfg)
-        return z_next, G(z_next, y)
-    return SimpleNamespace(transition=transition)
-
-
 def test_ex3_passes_with_world_latent_step(capsys, tiny_G):
-    ok, out = run(3, reference_transition(), capsys, G=tiny_G)
+    ok, out = run(3, check.reference(3), capsys, G=tiny_G)
     assert ok, out
     assert "equal world.py's" in out and "stationary Var(z)" in out
-
-
-def test_ex3_explains_the_plain_ema(capsys, tiny_G):
-    ok, out = run(3, reference_transition("plain"), capsys, G=tiny_G)
-    assert not ok and "1 - rho" in out and "N(0, I)" in out
+    assert out.count("rho = ") == 3
 
 
 # ---- exercise 4: the SAC bug -------------------------------------------------------------------
-class ReferenceSAC(agent.SAC):
-    """The fix, from the project's own SAC: encode without gradient, then agent.SAC.step."""
-
-    def update(self, encoder, obs, actions, rewards, next_obs):
-        r = rewards
-        if self.cfg.reward_norm:
-            r = (r - r.mean()) / r.std().clamp_min(1e-8)  # (B,) as agent.SAC.update
-        for _ in range(self.cfg.updates):
-            self.step(encoder, obs, actions, r, next_obs)
-        return {k: self.last[k] for k in ("critic_loss", "actor_loss", "alpha", "entropy", "q")}
-
-    def step(self, encoder, obs, a, r, next_obs):
-        with torch.no_grad():
-            f, f2 = encoder(obs), encoder(next_obs)  # (B, D) each
-        agent.SAC.step(self, f, a, r, f2)
-
-
-class LazySAC(ReferenceSAC):
-    """A 'fix' that removes too much: the encoder is safe, but nothing learns."""
-
-    def update(self, encoder, obs, actions, rewards, next_obs):
-        return {}
-
-
-def wrong_target_sac(change):
-    """ReferenceSAC whose critic target is changed: change(r, gamma, q1_t, q2_t, alpha, logp2)."""
-    class WrongTarget(ReferenceSAC):
-        def update(self, encoder, obs, actions, rewards, next_obs):
-            self.step(encoder, obs, actions, rewards, next_obs)
-            return {}
-
-        def step(self, encoder, obs, a, r, next_obs):
-            cfg, alpha = self.cfg, self.log_alpha.exp().detach()
-            with torch.no_grad():
-                f, f2 = encoder(obs), encoder(next_obs)  # (B, D) each
-                a2, logp2, _ = self.policy(f2)  # (B, A), (B,)
-                q1_t, q2_t = self.q(self.q1_target, self.q2_target, f2, a2)  # (B,), (B,)
-                target = change(r, cfg.gamma, q1_t, q2_t, alpha, logp2)  # (B,)
-            q1, q2 = self.q(self.q1, self.q2, f, a)  # (B,), (B,)
-            critic_loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
-            self.critic_opt.zero_grad(set_to_none=True)
-            critic_loss.backward()
-            self.critic_opt.step()
-            self.num_steps += 1
-            self.last.update(critic_loss=critic_loss.detach(), target=target)
-    return WrongTarget
-
-
 def test_ex4_passes_with_the_project_sac(capsys):
-    ok, out = run(4, SimpleNamespace(ExerciseSAC=ReferenceSAC), capsys)
+    ok, out = run(4, check.reference(4), capsys)
     assert ok, out
-    assert "did not move" in out and "same critic target" in out
-    assert "a* = [0.500, -0.600]" in out
+    assert "did not move" in out and "same critic target" in out and "one update" in out
+    assert "a* = [0.500, -0.600]" in out and "largest |error|" in out
 
 
-def test_ex4_rejects_a_fix_that_stops_learning(capsys):
-    ok, out = run(4, SimpleNamespace(ExerciseSAC=LazySAC), capsys, one_step_updates=50)
-    assert not ok and "no longer learns" in out
-
-
-@pytest.mark.parametrize("change, words", [
-    (lambda r, gamma, q1, q2, alpha, logp: r, "no bootstrap"),
-    (lambda r, gamma, q1, q2, alpha, logp: r + gamma * (torch.min(q1, q2) + alpha * logp),
-     "wrong sign"),
-    (lambda r, gamma, q1, q2, alpha, logp: r + gamma * (torch.max(q1, q2) - alpha * logp),
-     "torch.max"),
-])
-def test_ex4_names_a_changed_critic_target(change, words, capsys):
-    ok, out = run(4, SimpleNamespace(ExerciseSAC=wrong_target_sac(change)), capsys,
-                  one_step_updates=1)
-    assert not ok and "critic's target" in out and words in out, out
-
-
-def test_ex4_rejects_a_step_that_changes_the_networks_differently(capsys):
-    class NoPolyak(ReferenceSAC):  # the right target, but the target critics never follow
-        def step(self, encoder, obs, a, r, next_obs):
-            saved = [p.clone() for p in (*self.q1_target.parameters(),
-                                         *self.q2_target.parameters())]
-            super().step(encoder, obs, a, r, next_obs)
-            with torch.no_grad():
-                targets = (*self.q1_target.parameters(), *self.q2_target.parameters())
-                for p, old in zip(targets, saved):
-                    p.copy_(old)
-    ok, out = run(4, SimpleNamespace(ExerciseSAC=NoPolyak), capsys, one_step_updates=1)
-    assert not ok and "q1_target" in out and "agent.SAC.step" in out, out
+def test_ex4_reference_fix_is_what_the_stub_needs():
+    """The reference differs from agent.SAC only in encoding the frames without gradient."""
+    cls = check.reference(4).ExerciseSAC
+    assert issubclass(cls, agent.SAC) and "torch.no_grad()" in inspect.getsource(cls.step)
 
 
 # ---- exercise 5: offsets -----------------------------------------------------------------------
-def reference_sampler(t, k, batch_size, generator):
-    if k < len(t):
-        valid = (t[k:] == t[:-k] + k).nonzero()  # (V, 2)
-    else:
-        valid = torch.zeros(0, 2, dtype=torch.long)  # (0, 2)
-    if len(valid) == 0:
-        raise ValueError(f"no pair {k} steps apart")
-    i = torch.randint(len(valid), (batch_size,), generator=generator)
-    return valid[i, 0], valid[i, 1]
-
-
-def naive_sampler(t, k, batch_size, generator):  # ignores resets
-    s = torch.randint(len(t) - k, (batch_size,), generator=generator)
-    return s, torch.randint(t.shape[1], (batch_size,), generator=generator)
-
-
 def test_ex5_checks_the_pairs_then_asks_for_the_experiment(capsys, tiny_G, tmp_path):
-    collect = check.load_exercise(5).collect  # the given rollout recorder of the exercise file
-    ref = SimpleNamespace(collect=collect, sample_pairs=reference_sampler)
+    ref = check.reference(5)
     ok, out = run(5, ref, capsys, G=tiny_G, runs=tmp_path)
     assert not ok and "never across a reset" in out and "python exercises/ex5_offsets.py" in out
+    assert "anchors are uniform" in out
     folder = tmp_path / "exercise5"
     folder.mkdir()
     results = {"offsets": [1, 2, 4, 8], "linear_probe": [.3, .3, .3, .3],
-               "final_loss": [1, 2, 3, 3], "random_init_probe": .2}
+               "final_loss": [1, 2, 3, 3], "random_init_probe": .2, "seed": 2}
     (folder / "results.json").write_text(json.dumps(results))
     (folder / "probe_vs_k.png").write_bytes(b"png")
     ok, out = run(5, ref, capsys, G=tiny_G, runs=tmp_path)
     assert ok, out
-    assert "| 8 | 3 | 30.0 % |" in out
+    assert "| 8 | 3.00 (" in out and "| 30.0 % (" in out and "seed 2" in out
+    assert "random-init encoder: 20.0 % (" in out
 
 
-def test_ex5_catches_pairs_across_a_reset(capsys, tiny_G, tmp_path):
-    ref = SimpleNamespace(collect=check.load_exercise(5).collect, sample_pairs=naive_sampler)
-    ok, out = run(5, ref, capsys, G=tiny_G, runs=tmp_path)
-    assert not ok and "a reset lies between them" in out
+def test_ex5_reference_runs_the_experiment_with_its_seed(capsys, tiny_G, tmp_path):
+    calls = []
+
+    def experiment(seed, out, sampler):  # what ex5_offsets.experiment does, without training
+        calls.append((seed, sampler))
+        out.mkdir(parents=True)
+        results = {"offsets": [1, 2, 4, 8], "linear_probe": [.3] * 4, "final_loss": [2.0] * 4,
+                   "seed": seed}
+        (out / "results.json").write_text(json.dumps(results))
+        (out / "probe_vs_k.png").write_bytes(b"png")
+    ref = check.reference(5)
+    ref.experiment = experiment
+    ok, out = run(5, ref, capsys, G=tiny_G, runs=tmp_path, seed=2, experiment=True,
+                  folder=tmp_path / "ref")
+    assert ok, out
+    assert calls == [(2, check.reference_sampler)] and "seed 2" in out
+
+
+def test_ex5_script_takes_a_seed_and_refuses_other_arguments():
+    script = check.load_exercise(5)
+    for argv in (["--seed"], ["--seed", "x"], ["7"]):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(argv)
+        assert "usage" in str(exit_info.value.code)
+    assert "seed" in inspect.signature(script.experiment).parameters
 
 
 # ---- exercise 6: ablation ----------------------------------------------------------------------
@@ -313,9 +254,9 @@ def fake_run(runs, name, accuracy, ema=None, **changes):
 
 
 def three_runs(runs, suffix="", accuracies=(0.30, 0.27, 0.22), **changes):
-    fake_run(runs, f"exercise6_palmup{suffix}", accuracies[0])
+    fake_run(runs, f"exercise6_palmup{suffix}", accuracies[0], **changes)
     fake_run(runs, f"exercise6_random{suffix}", accuracies[1], method="random", **changes)
-    fake_run(runs, f"exercise6_ema0{suffix}", accuracies[2], ema=0.0)
+    fake_run(runs, f"exercise6_ema0{suffix}", accuracies[2], ema=0.0, **changes)
 
 
 STUDENT = SimpleNamespace(PREDICTION="random",
@@ -326,35 +267,36 @@ def test_ex6_prints_the_table_for_three_runs_with_one_budget(capsys, tmp_path):
     three_runs(tmp_path)
     ok, out = run(6, STUDENT, capsys, runs=tmp_path)
     assert ok, out
-    assert "| exercise6_ema0 | APT + SAC | 0.0 | 22.0 % | -8.0 |" in out
+    assert "| exercise6_ema0 | APT + SAC | 0.0 | 22.0 % (" in out and "| -8.0 |" in out
     assert "'ema0' hurts more by 5.0" in out
 
 
 def test_ex6_reads_the_newest_finished_set(capsys, tmp_path):
     three_runs(tmp_path)
-    three_runs(tmp_path, "-2", (0.40, 0.30, 0.35))
+    three_runs(tmp_path, "-2", (0.40, 0.30, 0.35), seed=1)
     fake_run(tmp_path, "exercise6_palmup-3", 0.5)  # a third set, interrupted after one run
     ok, out = run(6, STUDENT, capsys, runs=tmp_path)
     assert ok, out
     assert "exercise6_*-2" in out and "| exercise6_random-2 | uniform random" in out
-    assert "'random' hurts more by 5.0" in out
+    assert "'random' hurts more by 5.0" in out and "seed 1" in out
 
 
-def test_ex6_refuses_runs_with_different_budgets(capsys, tmp_path):
-    three_runs(tmp_path, updates=50)
-    student = SimpleNamespace(PREDICTION="ema0", REASON="no persistence, no objects")
-    ok, out = run(6, student, capsys, runs=tmp_path)
-    assert not ok and "['updates']" in out and "same budget" in out
+def test_ex6_reference_trains_a_set_with_its_seed(capsys, tmp_path):
+    def train(seed, runs):  # what ex6_ablation.train does, without training
+        three_runs(runs, check.load_exercise(6).fresh_suffix(runs), seed=seed)
+    ref = check.reference(6)
+    ref.train = train
+    ok, out = run(6, ref, capsys, runs=tmp_path, seed=2, experiment=True)
+    assert ok, out
+    assert "seed 2" in out and (tmp_path / "exercise6_ema0").is_dir()
 
 
-def test_ex6_refuses_runs_with_different_agents(capsys, tmp_path):
-    three_runs(tmp_path, sac=agent.SACConfig(gamma=0.9))
-    ok, out = run(6, STUDENT, capsys, runs=tmp_path)
-    assert not ok and "['sac_gamma']" in out and "same budget" in out
-
-
-def test_ex6_script_picks_a_fresh_set_of_run_names(tmp_path):
+def test_ex6_script_picks_a_fresh_set_of_run_names_and_takes_a_seed(tmp_path):
     script = check.load_exercise(6)
     assert script.fresh_suffix(tmp_path) == ""
     (tmp_path / "exercise6_ema0").mkdir()
     assert script.fresh_suffix(tmp_path) == "-2"
+    assert "--seed" not in script.BUDGET  # train(seed) adds it
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--seed", "x"])
+    assert "usage" in str(exit_info.value.code)

@@ -1,6 +1,7 @@
-"""Tests of play.py without any window: the game's rules on a tiny generator, the scripted mode,
-the figure under Agg with synthetic key events, the run's files (world, agent) and bad inputs
-(~10 s on a 2-core x86 CPU)."""
+"""Tests of play.py without any window: the game's rules on a tiny generator, the scripted mode
+(its labelled GIF, the note on keys beyond the episode), the figure under Agg with synthetic key
+events and one format for w and rho, the run's files (world, agent) and bad inputs (~10 s on a
+2-core x86 CPU)."""
 import dataclasses, math
 
 import matplotlib
@@ -197,15 +198,42 @@ def test_script_writes_frames_and_finite_scores_and_the_same_gif_twice(tiny_ckpt
     assert outs[0].read_bytes() == outs[1].read_bytes()
 
 
+def test_script_gif_names_its_two_sides(tiny_ckpt, tmp_path):
+    """Every GIF frame has a white band over the two frames: "you" over the left one, "agent
+    (...)" over the right one; the GIF's comment says the same in words."""
+    out = tmp_path / "x.gif"
+    play.main(["--generator", tiny_ckpt, "--script", "wd", "--label", "0", "--out", out])
+    from PIL import Image
+    import numpy as np
+    with Image.open(out) as gif:
+        assert gif.info["comment"] == b"left: you, right: agent (uniform-random)"
+        side, band = 32 * 4, play.LABEL_HEIGHT  # save_gif's scale 4
+        assert gif.size == (2 * side + 2 * 4, side + band)
+        pixels = np.asarray(gif.convert("L"))  # (H, W)
+    left, right = pixels[:band, :side], pixels[:band, -side:]  # the band over each frame
+    ink = [(part < 128).sum() for part in (left, right)]  # dark pixels: the letters
+    assert all(n > 0 for n in ink) and ink[1] > 2 * ink[0], ink  # "agent (...)" is longer
+    assert (pixels[:band, side:-side] == 255).all()  # nothing between the two labels
+
+
+@pytest.mark.parametrize("script, ignored", [("wwwww", 2), ("www", 0), ("ww2www", 0)])
+def test_script_says_when_keys_outlast_the_episode(tiny_ckpt, tmp_path, capsys, script, ignored):
+    play.main(["--generator", tiny_ckpt, "--script", script, "--steps", "3", "--out",
+               tmp_path / "x.gif"])
+    err = capsys.readouterr().err
+    note = f"note: {ignored} key(s) of --script came after the episode's 3 steps"
+    assert (note in err and "not played" in err) if ignored else "not played" not in err, err
+
+
 def test_script_races_the_runs_agent_or_says_it_has_none(tiny_ckpt, tmp_path, capsys):
     fake_run(tmp_path / "runs" / "x", world=WorldConfig(mix=0.3))
     argv = ["--generator", tiny_ckpt, "--run", tmp_path / "runs" / "x", "--script", "ww",
             "--out", tmp_path / "x.gif"]
     play.main(argv)
     out = capsys.readouterr()
-    assert "agent (trained SAC)" in out.out and "world: 16 steps, w 0.3, rho 0.8" in out.err
+    assert "agent (trained SAC)" in out.out and "world: 16 steps, w 0.300, rho 0.800" in out.err
     play.main(argv + ["--mix", "0.7"])
-    assert "w 0.7, rho 0.8" in capsys.readouterr().err
+    assert "w 0.700, rho 0.800" in capsys.readouterr().err
     # a run without a policy: the race says whom you raced
     (tmp_path / "runs" / "x" / "agent.pt").unlink()
     play.main(argv)
@@ -260,6 +288,10 @@ def test_the_figure_handles_key_events_and_sliders(tiny_G, tmp_path):
     assert trail.shape == (5, 2)
     window.sliders[0].set_val(0.0)
     assert game.mix == 0.0
+    window.sliders[0].set_val(0.9964)  # one format for w and rho: slider and status line
+    window.sliders[1].set_val(0.8)
+    assert [s.valtext.get_text() for s in window.sliders] == ["0.996", "0.800"]
+    assert "w 0.996, rho 0.800" in window.status.get_text()
     canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", canvas, "g"))
     assert (tmp_path / "s.gif").is_file() and "wrote" in window.message
     canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", canvas, "2"))
