@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agent import SACConfig
 from benchmarks.speed import paired
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_speed_command(tmp_path):
     rows = {name: float(rate.replace(",", "")) for name, rate, _ in ROW.findall(out)}
     for name in ("world.step, 8 envs", "encoder update (InfoNCE, head, Adam)",
                  "whole Palm-up iteration (acting, world, SAC, ...)",
-                 "SAC update (4 steps), batch 128"):
+                 f"SAC update ({SACConfig().updates} steps), batch 128"):
         assert rows[name] > 0, out
     stages = re.findall(r"^\| ([a-zA-Z +,]+) \| (\d+) \| \d+% \|$", out, re.M)
     assert {"encoder update", "linear probe", "load data + generator"} <= dict(stages).keys(), out
