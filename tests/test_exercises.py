@@ -5,17 +5,16 @@ them); the command line. The wrong answers each check must name: tests/test_exer
 Expensive parts get tiny budgets (ex1: 10 pretraining updates) or fake run folders (ex5, ex6):
 ~15 s."""
 import ast
-import dataclasses
 import importlib.util
 import inspect
 import json
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 import agent
 import pretrain
+from test_exercise_mistakes import fake_run  # a finished run folder, as pretrain.py leaves it
 from common import ROOT
 
 spec = importlib.util.spec_from_file_location("exercise_check", ROOT / "exercises" / "check.py")
@@ -239,20 +238,6 @@ def test_ex5_script_takes_a_seed_and_refuses_other_arguments():
 
 
 # ---- exercise 6: ablation ----------------------------------------------------------------------
-def fake_run(runs, name, accuracy, ema=None, **changes):
-    """A finished run folder as pretrain.py leaves it: encoder.pt with the nested config, and
-    result.json."""
-    budget = dict(updates=100, batch_size=64, num_envs=16, probe_images=5000, name=name)
-    cfg = pretrain.Config(**(budget | changes))
-    if ema is not None:
-        cfg = dataclasses.replace(cfg, world=dataclasses.replace(cfg.world, ema=ema))
-    config = dataclasses.asdict(cfg)
-    (runs / name).mkdir(parents=True)
-    torch.save({"kind": "encoder", "config": config}, runs / name / "encoder.pt")
-    result = {"method": config["method"], "linear_probe": accuracy, "config": config}
-    (runs / name / "result.json").write_text(json.dumps(result))
-
-
 def three_runs(runs, suffix="", accuracies=(0.30, 0.27, 0.22), **changes):
     fake_run(runs, f"exercise6_palmup{suffix}", accuracies[0], **changes)
     fake_run(runs, f"exercise6_random{suffix}", accuracies[1], method="random", **changes)
