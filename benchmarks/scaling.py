@@ -10,7 +10,7 @@ batch-size pairs per update.
     python benchmarks/scaling.py --device cuda --nprocs 1 2 4 8 --batch-size 256 --num-envs 64 \\
         --updates 200
 """
-import os, platform, subprocess, sys, tempfile
+import os, platform, re, socket, subprocess, sys, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -46,23 +46,34 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def root_cause(stderr: str) -> str:
+    """torchrun's output of a failed job -> the line that says why: a worker's `error:` line, else
+    its exception, else how the worker ended (exit code or signal in torchrun's summary)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    exception = re.compile(r"(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b")  # ValueError: ...
+    raised = [line for line in lines if exception.match(line) and "ChildFailedError" not in line]
+    ended = [line for line in lines if line.startswith(("exitcode", "Signal"))]
+    return ((errors or raised or ended or lines or ["no output"])[-1])[:300]
+
+
 def measure(cfg: Config, n: int) -> dict:
     """One torchrun launch in a fresh temporary folder -> updates/s (after warm-up) and pairs/s of
     the whole job."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               str(n), str(ROOT / "pretrain.py"), "--generator", cfg.generator,
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # a free port on the loopback address for the rendezvous
+        port = str(s.getsockname()[1])
+        s.close()
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+               "--master_addr", "127.0.0.1", "--master_port", port,
+               str(ROOT / "pretrain.py"), "--generator", cfg.generator,
                "--updates", str(cfg.updates), "--batch-size", str(cfg.batch_size),
                "--num-envs", str(cfg.num_envs), "--device", cfg.device,
                "--checkpoint-every", str(cfg.updates), "--no-probe", "--name", "scaling"]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            lines = [line for line in proc.stderr.splitlines() if line.strip()]
-            errors = [line for line in lines if line.startswith("error:")]
-            last = (errors or lines or ["no output"])[-1].strip()[:300]
-            sys.exit(f"error: the run with {n} processes failed (exit status {proc.returncode}): "
-                     f"{last}")
+            sys.exit(f"error: the run with {n} processes failed: {root_cause(proc.stderr)}")
         metrics = [line.split(",") for line in
                    (Path(tmp) / "runs/scaling/metrics.csv").read_text().splitlines()]
         col = {k: i for i, k in enumerate(metrics[0])}

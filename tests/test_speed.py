@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from agent import SACConfig
+from benchmarks.scaling import root_cause
 from benchmarks.speed import paired
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,19 @@ def test_scaling_command(tmp_path):
     assert [r[0] for r in rows] == ["2"], out  # one row per process count
     assert all(float(r[1]) > 0 for r in rows)
     assert not any(tmp_path.iterdir())  # each launch ran in a temporary folder of its own
+
+
+def test_a_failed_torchrun_job_is_reported_by_its_cause():
+    summary = ("=" * 60 + "\npretrain.py FAILED\n" + "-" * 60 + "\nRoot Cause:\n"
+               "  exitcode  : -9 (pid: 12)\n" + "=" * 60 + "\n")
+    raised = ("Traceback (most recent call last):\n  File \"pretrain.py\", line 1\n"
+              "[rank1]: RuntimeError: Connection closed by peer [127.0.0.1]:29500\n")
+    launcher = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+    assert root_cause("error: --lr must be > 0\n" + raised + launcher + summary) == \
+        "error: --lr must be > 0"
+    assert root_cause(raised + launcher + summary).endswith("Connection closed by peer "
+                                                            "[127.0.0.1]:29500")
+    assert root_cause(launcher + summary) == "exitcode  : -9 (pid: 12)"  # killed: its signal
 
 
 def spin(seconds: float) -> None:
