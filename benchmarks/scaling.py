@@ -57,15 +57,19 @@ def root_cause(stderr: str) -> str:
     return ((errors or raised or ended or lines or ["no output"])[-1])[:300]
 
 
+def free_port() -> str:
+    """A free TCP port on the loopback address, for torchrun's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def measure(cfg: Config, n: int) -> dict:
     """One torchrun launch in a fresh temporary folder -> updates/s (after warm-up) and pairs/s of
     the whole job."""
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))  # a free port on the loopback address for the rendezvous
-        port = str(s.getsockname()[1])
-        s.close()
+    with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-               "--master_addr", "127.0.0.1", "--master_port", port,
+               "--master_addr", "127.0.0.1", "--master_port", free_port(),
                str(ROOT / "pretrain.py"), "--generator", cfg.generator,
                "--updates", str(cfg.updates), "--batch-size", str(cfg.batch_size),
                "--num-envs", str(cfg.num_envs), "--device", cfg.device,
