@@ -105,6 +105,7 @@ def test_train_pairs_the_greedy_explorer_with_uniform_actions_and_reads_finished
                              extra="--batch-size 16 --num-envs 8 --warmup 2 --buffer-size 200",
                              device="cpu")
     monkeypatch.setattr("pretrain.load_split", fake_split)
+    monkeypatch.setattr("runfiles.load_split", fake_split)  # the closing probe reads them again
     chosen = []
     real = exploration.greedy_actions
     monkeypatch.setattr(exploration, "greedy_actions",

@@ -140,7 +140,6 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_p
 def test_an_unlogged_update_reads_nothing_back_from_the_device(tmp_path, monkeypatch):
     """Host reads (item, tolist, bool, float, cpu, numpy) outside torch.optim, counted over a run:
     at most 1.5 per update on average, logged updates included (on CUDA each one is a sync)."""
-    import inspect
     monkeypatch.chdir(tmp_path)
     run = pretrain.Run(pretrain.Config(num_envs=8, batch_size=32, warmup=2, probe=False,
                                        generator=SHIPPED, updates=40), tmp_path / "r")
@@ -152,7 +151,7 @@ def test_an_unlogged_update_reads_nothing_back_from_the_device(tmp_path, monkeyp
         real = getattr(torch.Tensor, name)
 
         def read(self, *a, **k):
-            caller = inspect.stack()[1].filename
+            caller = sys._getframe(1).f_code.co_filename  # the file that asked for the read
             if "torch/optim" not in caller:
                 reads.append((name, caller))
             return real(self, *a, **k)
@@ -180,15 +179,18 @@ def test_bad_flags_give_one_clear_error(tmp_path, args, message):
 
 def test_validation_probe_never_reads_the_test_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    real = pretrain.load_split
+    real, reads = pretrain.load_split, []
 
     def train_only(data, split, download=False):
         assert split == "train", "the validation probe read the test split"
+        reads.append(split)
         return real(data, split, download)
-    monkeypatch.setattr(pretrain, "load_split", train_only)
+    for module in (pretrain, pretrain.runfiles):  # the run's class check and the closing probe
+        monkeypatch.setattr(module, "load_split", train_only)
     result = pretrain.main(["--updates", "3", "--batch-size", "32", "--num-envs", "8", "--generator",
                             SHIPPED, "--probe-split", "val", "--probe-images", "2000", "--name", "v"])
     assert 0 <= result["linear_probe_val"] <= 1 and "linear_probe" not in result
+    assert reads == ["train", "train"]  # palmup holds no images while it trains: read again
 
 
 def test_augment_flag_augments_the_pairs_of_world_and_generator_methods(monkeypatch, tmp_path):
