@@ -108,5 +108,15 @@ def distribute(run) -> None:
 
 
 def end(run) -> None:
-    """Every rank ends with the weights (and BN statistics) rank 0 saves."""
+    """Every rank ends with the weights (and BN statistics) rank 0 saves and its plain modules back,
+    and leaves the process group."""
     broadcast(run.model)
+    run.net = run.model
+    if run.sac is not None:
+        for k in ("actor", "q1", "q2"):
+            setattr(run.sac, k, getattr(run.sac, k).module)
+    # gloo's worker thread frees the broadcast's tensors after the broadcast returns, and needs
+    # Python's lock to do so: a rank that went straight on to exit could abort (SIGABRT). The
+    # barrier lets go of that lock while it waits for the other ranks.
+    dist.barrier()
+    dist.destroy_process_group()

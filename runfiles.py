@@ -360,9 +360,8 @@ def save_finished(run) -> None:
     """encoder.pt; agent.pt (the SAC actor, what acts, and what rebuilds it); metrics, curves."""
     save_encoder(run, run.dir / "encoder.pt")
     if run.sac is not None:
-        actor = getattr(run.sac.actor, "module", run.sac.actor)  # unwrapped under torchrun
         save_atomic({"kind": "agent", "feature_dim": run.model.encoder.feature_dim,
-                     "action_dim": run.sac.action_dim, "actor": actor.state_dict(),
+                     "action_dim": run.sac.action_dim, "actor": run.sac.actor.state_dict(),
                      "config": dataclasses.asdict(run.cfg)}, run.dir / "agent.pt")
     plot(run.metrics, run.dir)
 

@@ -48,11 +48,13 @@ def cpu_name() -> str:
 
 def root_cause(stderr: str) -> str:
     """torchrun's output of a failed job -> the line that says why: a worker's `error:` line, else
-    its exception, else how the worker ended (exit code or signal in torchrun's summary)."""
+    its exception (Python's or C++'s), else how the worker ended (exit code or signal in torchrun's
+    summary)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     exception = re.compile(r"(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b")  # ValueError: ...
-    raised = [line for line in lines if exception.match(line) and "ChildFailedError" not in line]
+    raised = [line for line in lines if (exception.match(line) and "ChildFailedError" not in line)
+              or line.startswith(("terminate called", "what():"))]  # C++: std::terminate
     ended = [line for line in lines if line.startswith(("exitcode", "Signal"))]
     return ((errors or raised or ended or lines or ["no output"])[-1])[:300]
 

@@ -165,8 +165,8 @@ def update(run, logged, _real=pretrain.palmup_update):
 
 def record(run):  # after training: what each rank holds
     train(run)
-    torch.save({{"model": run.model.state_dict(), "sac": run.sac.state_dict(), "frames": run.buffer.obs[:64]}},
-               f"rank{{run.rank}}.pt")
+    torch.save({{"model": run.model.state_dict(), "sac": run.sac.state_dict(), "frames": run.buffer.obs[:64],
+                "in_group": torch.distributed.is_initialized()}}, f"rank{{run.rank}}.pt")
 
 pretrain.train = record
 if stop:
@@ -205,6 +205,7 @@ def test_two_gloo_processes_hold_the_same_weights_and_play_different_worlds(two_
     saved = torch.load(cwd / "runs" / "ddp" / "encoder.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(saved[k], r0["model"]["encoder." + k]) for k in saved)
     assert not torch.equal(r0["frames"], r1["frames"])  # each rank its own world seed
+    assert not r0["in_group"] and not r1["in_group"]  # both left the process group before exiting
     assert any(not torch.equal(v, pretrain.Model("cnn", 32, 128, 1).state_dict()[k])
                for k, v in r0["model"].items() if v.is_floating_point())  # it trained
 

@@ -77,6 +77,8 @@ def test_a_failed_torchrun_job_is_reported_by_its_cause():
         "error: --lr must be > 0"
     assert root_cause(raised + launcher + summary).endswith("Connection closed by peer "
                                                             "[127.0.0.1]:29500")
+    aborted = "terminate called without an active exception\n"  # C++ std::terminate: SIGABRT
+    assert root_cause(aborted + launcher + summary) == aborted.strip()
     assert root_cause(launcher + summary) == "exitcode  : -9 (pid: 12)"  # killed: its signal
 
 
