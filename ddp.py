@@ -14,6 +14,7 @@ import torch.nn as nn
 from common import pick_device
 
 LOCAL = ("rng", "cuda_rng", "world", "buffer", "knn_mean", "spread_rng", "bn")  # each rank's own
+SAC_NETS = ("actor", "q1", "q2")  # the SAC modules that are called: DDP-wrapped while training
 
 
 def join(device: str) -> tuple[int, int]:
@@ -102,7 +103,7 @@ def distribute(run) -> None:
     run.model.load_state_dict(bn, strict=False)
     if run.sac is not None:
         broadcast(run.sac)  # the target critics and log alpha too
-        for k in ("actor", "q1", "q2"):  # SAC calls these modules: wrapped, backward averages grads
+        for k in SAC_NETS:  # wrapped: each backward averages their gradients
             setattr(run.sac, k, DDP(getattr(run.sac, k)))
         run.sac.log_alpha.register_hook(average_grad)  # a bare parameter: averaged by a hook
 
@@ -113,7 +114,7 @@ def end(run) -> None:
     broadcast(run.model)
     run.net = run.model
     if run.sac is not None:
-        for k in ("actor", "q1", "q2"):
+        for k in SAC_NETS:
             setattr(run.sac, k, getattr(run.sac, k).module)
     # gloo's worker thread frees the broadcast's tensors after the broadcast returns, and needs
     # Python's lock to do so: a rank that went straight on to exit could abort (SIGABRT). The
